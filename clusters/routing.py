@@ -1,0 +1,3 @@
+"""WebSocket routes of the clusters app."""
+
+websocket_urlpatterns: list = []

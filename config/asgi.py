@@ -1,0 +1,25 @@
+"""ASGI entry point: Django for HTTP, Channels for WebSockets with session auth."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Build the Django app first: it sets up the app registry the routing imports need.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from clusters.routing import websocket_urlpatterns as cluster_sockets  # noqa: E402
+from pipelines.routing import websocket_urlpatterns as pipeline_sockets  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(pipeline_sockets + cluster_sockets))
+        ),
+    }
+)

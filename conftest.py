@@ -1,0 +1,70 @@
+"""Shared fixtures: users, a live ASGI server, real Celery workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from core.testing.processes import AsgiServer, CeleryWorker, celery_workers
+
+
+def _user(username: str, role: str | None, *, superuser: bool = False) -> User:
+    user = User.objects.create_user(
+        username,
+        f"{username}@example.com",
+        "pw-" + username,
+        is_staff=superuser,
+        is_superuser=superuser,
+    )
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    """An admin."""
+    return _user("alice", "admin", superuser=True)
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    """A developer: may trigger, cancel and retry."""
+    return _user("bob", "developer")
+
+
+@pytest.fixture
+def olivia(db: None) -> User:
+    """An operator: may deploy and act on clusters."""
+    return _user("olivia", "operator")
+
+
+@pytest.fixture
+def victor(db: None) -> User:
+    """A viewer: may only read."""
+    return _user("victor", "viewer")
+
+
+@pytest.fixture
+def charlie(db: None) -> User:
+    """A user without any role."""
+    return _user("charlie", None)
+
+
+@pytest.fixture
+def asgi_server(transactional_db: None) -> Iterator[AsgiServer]:
+    """Serve config.asgi (HTTP and WebSockets) on a free loopback port."""
+    server = AsgiServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(
+    transactional_db: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[CeleryWorker]]:
+    """Two real Celery worker processes on the test database and Redis."""
+    with celery_workers(tmp_path_factory.mktemp("workers"), count=2) as started:
+        yield started

@@ -1,0 +1,3 @@
+"""WebSocket routes of the pipelines app."""
+
+websocket_urlpatterns: list = []
