@@ -1,0 +1,335 @@
+"""Turn a job's raw output bytes into masked, numbered, timestamped, batched lines.
+
+Contract: an executor calls `feed()` with every chunk it reads, a timer thread calls
+`flush()` periodically, and the owner calls `close()` once at the end. `emit` receives
+lists of `LogLine` in line-number order; it is called with the sink's lock held (which
+is what keeps batches in order across threads), so it must not call back into the sink.
+
+Text rules (see docs/pipeline-reference.md, "Job logs"):
+
+* Output is decoded as UTF-8 with replacement characters; a character split across
+  chunks is decoded whole.
+* `\\n` and `\\r\\n` end a line. A bare `\\r` (progress bars) restarts the line's visible
+  content: only the text after the last bare `\\r` is kept. `\\r` right before the
+  newline is ignored. Lines carrying GitLab section markers (`section_start:` /
+  `section_end:`) are kept whole, because their header follows a `\\r`.
+* ANSI colour codes are kept: the log viewer renders them.
+* Secret values are replaced by `[MASKED]`, also when split across chunks or when a
+  partial line is flushed early. Values shorter than 4 characters are not masked:
+  masking "a" or "123" would blank out ordinary output everywhere while protecting
+  nothing. A multi-line secret is masked line by line.
+* A partial line (no newline yet) that waited longer than `batch_interval` is emitted
+  on `flush()` as its own line, so `printf "Continue? "` shows up; the rest of that
+  line becomes the next line. A trailing fragment that could be the start of a secret
+  is held back until the next output decides it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+__all__ = ["LogLine", "LogSink", "MASK", "MIN_SECRET_LENGTH"]
+
+MASK = "[MASKED]"
+MIN_SECRET_LENGTH = 4
+# A line that never ends (a binary dump, a spinner without \r) is cut into lines of
+# this many characters so memory stays bounded.
+MAX_PARTIAL_CHARS = 64 * 1024
+_SECTION = re.compile(r"section_(?:start|end):")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One output line; `number` counts from the sink's `start_number`."""
+
+    number: int
+    timestamp: float
+    text: str
+
+
+def _visible(line: str) -> str:
+    """Return what a terminal would show for `line` (which holds a bare `\\r`)."""
+    if _SECTION.search(line):
+        return line.rstrip("\r")
+    line = line.rstrip("\r")
+    cut = line.rfind("\r")
+    return line if cut == -1 else line[cut + 1 :]
+
+
+class _Masker:
+    """Replace secret values; find fragments that may start a secret."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        parts: set[str] = set()
+        for secret in secrets:
+            for part in secret.splitlines():
+                if len(part) >= MIN_SECRET_LENGTH:
+                    parts.add(part)
+        ordered = sorted(parts, key=len, reverse=True)
+        self.enabled = bool(ordered)
+        self.longest = len(ordered[0]) if ordered else 0
+        alternation = "|".join(re.escape(p) for p in ordered)
+        self.pattern = re.compile(alternation) if ordered else None
+        # A lookahead finds every start position, so overlapping secrets are all
+        # covered: plain `sub` would mask one and leak the tail of the other.
+        self.starts = re.compile(f"(?=({alternation}))") if ordered else None
+        self.prefixes = {p[:i] for p in ordered for i in range(1, len(p))}
+
+    def intervals(self, text: str) -> list[tuple[int, int]]:
+        """Return the merged spans of every secret occurrence in `text`."""
+        assert self.starts is not None
+        spans: list[tuple[int, int]] = []
+        for match in self.starts.finditer(text):
+            start, end = match.start(), match.start() + len(match.group(1))
+            if spans and start <= spans[-1][1]:
+                if end > spans[-1][1]:
+                    spans[-1] = (spans[-1][0], end)
+            else:
+                spans.append((start, end))
+        return spans
+
+    def mask(self, text: str) -> str:
+        """Return `text` with every secret replaced by the mask."""
+        if self.pattern is None or self.pattern.search(text) is None:
+            return text
+        out = []
+        pos = 0
+        for start, end in self.intervals(text):
+            out.append(text[pos:start])
+            out.append(MASK)
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
+
+    def safe_prefix_length(self, text: str) -> int:
+        """Return how much of `text` can be emitted now without splitting a secret.
+
+        The rest could be the beginning of a secret that the next chunk completes.
+        """
+        if not self.enabled:
+            return len(text)
+        cut = len(text)
+        for q in range(max(0, len(text) - self.longest + 1), len(text)):
+            if text[q:] in self.prefixes:
+                cut = q
+                break
+        # Never cut through a secret that is already complete.
+        for start, end in self.intervals(text):
+            if start < cut < end:
+                cut = start
+                break
+        return cut
+
+
+class LogSink:
+    """Mask, number, timestamp and batch output; thread-safe."""
+
+    def __init__(
+        self,
+        emit: Callable[[list[LogLine]], None],
+        *,
+        secrets: Iterable[str] = (),
+        max_bytes: int = 64 * 1024 * 1024,
+        batch_lines: int = 1000,
+        batch_interval: float = 0.05,
+        clock: Callable[[], float] = time.time,
+        start_number: int = 1,
+    ) -> None:
+        self._emit = emit
+        self._masker = _Masker(secrets)
+        self._max_bytes = max_bytes
+        self._batch_lines = max(1, batch_lines)
+        self._batch_interval = batch_interval
+        self._clock = clock
+        self._start_number = start_number
+        self._next = start_number
+        self._lock = threading.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self._partial_since: float | None = None
+        self._continued = False  # Part of the current line was already emitted.
+        self._batch: list[LogLine] = []
+        self._batch_since: float | None = None
+        self._bytes_seen = 0
+        self._truncated = False
+        self._closed = False
+
+    # --- public ---------------------------------------------------------------------
+
+    @property
+    def lines_written(self) -> int:
+        """Return how many lines were numbered so far (pending ones included)."""
+        with self._lock:
+            return self._next - self._start_number
+
+    @property
+    def bytes_seen(self) -> int:
+        """Return how many bytes were fed, including those dropped after truncation."""
+        with self._lock:
+            return self._bytes_seen
+
+    @property
+    def truncated(self) -> bool:
+        """Return True once output went over `max_bytes`."""
+        with self._lock:
+            return self._truncated
+
+    def feed(self, chunk: bytes) -> None:
+        """Add raw output; emit full batches and batches older than the interval."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("feed() after close()")
+            before = self._bytes_seen
+            self._bytes_seen += len(chunk)
+            if self._truncated:
+                return
+            now = self._clock()
+            if self._bytes_seen > self._max_bytes:
+                self._take(chunk[: max(0, self._max_bytes - before)], now, final=False)
+                self._truncate(now)
+            else:
+                self._take(chunk, now, final=False)
+                while len(self._partial) > MAX_PARTIAL_CHARS:
+                    if not self._flush_partial(now, limit=MAX_PARTIAL_CHARS):
+                        break
+            self._emit_ready(now, force=False)
+
+    def flush(self) -> None:
+        """Emit the pending batch, and a partial line older than the interval."""
+        with self._lock:
+            if self._closed:
+                return
+            now = self._clock()
+            if (
+                self._partial
+                and self._partial_since is not None
+                and now - self._partial_since >= self._batch_interval
+            ):
+                self._flush_partial(now)
+            self._emit_ready(now, force=True)
+
+    def close(self) -> None:
+        """Emit everything, including a final line without a newline; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            now = self._clock()
+            if not self._truncated:
+                self._take(b"", now, final=True)
+                if self._partial:
+                    text = self._masker.mask(_visible(self._partial))
+                    if text or not self._continued:
+                        self._add([text], now)
+                    self._partial = ""
+            self._emit_ready(now, force=True)
+            self._closed = True
+
+    # --- internals (called with the lock held) --------------------------------------
+
+    def _take(self, chunk: bytes, now: float, *, final: bool) -> None:
+        text = self._decoder.decode(chunk, final)
+        if not text:
+            return
+        if self._partial:
+            text = self._partial + text
+        cut = text.rfind("\n")
+        if cut == -1:
+            self._partial = self._compact(text)
+            if self._partial_since is None:
+                self._partial_since = now
+            return
+        complete = text[:cut]
+        self._partial = self._compact(text[cut + 1 :])
+        self._partial_since = now if self._partial else None
+        if self._masker.enabled:
+            complete = self._masker.mask(complete)
+        if "\r" in complete:
+            complete = complete.replace("\r\n", "\n")
+            lines = complete.split("\n")
+            if "\r" in complete:
+                lines = [_visible(x) if "\r" in x else x for x in lines]
+        else:
+            lines = complete.split("\n")
+        if self._continued:
+            self._continued = False
+            if lines[0] == "":
+                # The line's start went out early; an empty rest is not a new line.
+                del lines[0]
+        self._add(lines, now)
+
+    def _compact(self, partial: str) -> str:
+        """Drop text a bare `\\r` already overwrote, so spinners use no memory."""
+        cut = partial.rfind("\r", 0, len(partial) - 1)
+        if cut == -1 or _SECTION.search(partial, 0, cut):
+            return partial
+        return partial[cut + 1 :]
+
+    def _flush_partial(self, now: float, limit: int | None = None) -> bool:
+        """Emit the partial line (its first `limit` characters); return if any."""
+        visible = _visible(self._partial)
+        head = visible if limit is None else visible[:limit]
+        keep = self._masker.safe_prefix_length(head)
+        if keep == 0:
+            return False
+        self._add([self._masker.mask(head[:keep])], now)
+        self._partial = visible[keep:]
+        self._partial_since = now if self._partial else None
+        self._continued = True
+        return True
+
+    def _add(self, texts: list[str], now: float) -> None:
+        if not texts:
+            return
+        first = self._next
+        self._next += len(texts)
+        if not self._batch:
+            self._batch_since = now
+        self._batch.extend(
+            map(LogLine, range(first, self._next), [now] * len(texts), texts)
+        )
+
+    def _truncate(self, now: float) -> None:
+        # The cut may fall inside a secret: emit only what is certainly not one.
+        if self._partial:
+            visible = _visible(self._partial)
+            keep = self._masker.safe_prefix_length(visible)
+            if keep:
+                self._add([self._masker.mask(visible[:keep])], now)
+        self._partial = ""
+        self._truncated = True
+        self._add(
+            [
+                f"[slipway] log truncated after {self._max_bytes} bytes "
+                f"(limit {self._max_bytes}); the job keeps running and its exit "
+                "status is unaffected"
+            ],
+            now,
+        )
+
+    def _emit_ready(self, now: float, *, force: bool) -> None:
+        batch = self._batch
+        size = self._batch_lines
+        sent = 0
+        while len(batch) - sent >= size:
+            self._emit(batch[sent : sent + size])
+            sent += size
+        rest = batch[sent:] if sent else batch
+        if rest and (
+            force
+            or (
+                self._batch_since is not None
+                and now - self._batch_since >= self._batch_interval
+            )
+        ):
+            self._emit(rest)
+            rest = []
+        self._batch = rest
+        if sent and rest:
+            self._batch_since = now
+        elif not rest:
+            self._batch_since = None
