@@ -17,6 +17,8 @@ below passes ``_content_type`` explicitly.
 
 from __future__ import annotations
 
+import base64
+import copy
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -192,44 +194,105 @@ def kubeconfig_server(data: dict[str, Any], context: str | None) -> str:
 # --------------------------------------------------------------------- client build
 
 
-def build_configuration(cluster: Cluster) -> k8s.Configuration:
-    """Return a client Configuration for CLUSTER's stored credentials."""
-    cfg = k8s.Configuration()
-    mode = cluster.auth_mode
-    if mode == "kubeconfig":
+def credentials_dict(cluster: Cluster) -> tuple[dict[str, Any], str | None]:
+    """Return (kubeconfig dict, context) for a kubeconfig or token cluster.
+
+    Token + CA credentials become a one-context kubeconfig, so the sync client and
+    the monitor's async client load every cluster through the same loader.
+    """
+    if cluster.auth_mode == "kubeconfig":
         data = parse_kubeconfig(cluster.kubeconfig or "")
         context = cluster.context or None
         if context and context not in kubeconfig_contexts(data):
             raise CredentialsError(f"The kubeconfig has no context {context!r}.")
-        try:
-            k8s_config.load_kube_config_from_dict(
-                data, context=context, client_configuration=cfg, persist_config=False
-            )
-        except (ConfigException, ValueError, TypeError) as exc:
-            raise CredentialsError(f"Cannot use this kubeconfig: {exc}") from None
-        if cluster.api_server:
-            cfg.host = cluster.api_server.rstrip("/")
-    elif mode == "token":
+        if context is None and not data.get("current-context"):
+            context = kubeconfig_contexts(data)[0]
+        if cluster.api_server or not cluster.verify_tls:
+            data = copy.deepcopy(data)
+            name = context or data.get("current-context")
+            ctx = next(c for c in data["contexts"] if c.get("name") == name)
+            cluster_name = (ctx.get("context") or {}).get("cluster")
+            for c in data.get("clusters") or []:
+                if c.get("name") == cluster_name:
+                    spec = c.setdefault("cluster", {})
+                    if cluster.api_server:
+                        spec["server"] = cluster.api_server.rstrip("/")
+                    if not cluster.verify_tls:
+                        spec["insecure-skip-tls-verify"] = True
+        return data, context
+    if cluster.auth_mode == "token":
         if not cluster.api_server or not cluster.token:
             raise CredentialsError("Token auth needs the API server URL and a token.")
-        cfg.host = cluster.api_server.rstrip("/")
-        cfg.api_key = {"BearerToken": cluster.token.strip()}
-        cfg.api_key_prefix = {"BearerToken": "Bearer"}
+        spec: dict[str, Any] = {"server": cluster.api_server.rstrip("/")}
         if cluster.ca_cert.strip():
-            cfg.ca_cert_data = cluster.ca_cert.strip()
-    elif mode == "in_cluster":
+            spec["certificate-authority-data"] = base64.b64encode(
+                cluster.ca_cert.strip().encode()
+            ).decode()
+        if not cluster.verify_tls:
+            spec["insecure-skip-tls-verify"] = True
+        data = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "slipway", "cluster": spec}],
+            "users": [{"name": "slipway", "user": {"token": cluster.token.strip()}}],
+            "contexts": [
+                {
+                    "name": "slipway",
+                    "context": {"cluster": "slipway", "user": "slipway"},
+                }
+            ],
+            "current-context": "slipway",
+        }
+        return data, "slipway"
+    raise CredentialsError(f"Auth mode {cluster.auth_mode!r} has no kubeconfig.")
+
+
+def build_configuration(cluster: Cluster) -> k8s.Configuration:
+    """Return a client Configuration for CLUSTER's stored credentials."""
+    cfg = k8s.Configuration()
+    if cluster.auth_mode == "in_cluster":
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)
         except ConfigException as exc:
             raise CredentialsError(f"Not running inside a cluster: {exc}") from None
+        if not cluster.verify_tls:
+            cfg.verify_ssl = False
     else:
-        raise CredentialsError(f"Unknown auth mode {mode!r}.")
-    if not cluster.verify_tls:
-        cfg.verify_ssl = False
+        data, context = credentials_dict(cluster)
+        try:
+            k8s_config.load_kube_config_from_dict(
+                data, context=context, client_configuration=cfg, persist_config=False
+            )
+        except (ConfigException, ValueError, TypeError, KeyError) as exc:
+            raise CredentialsError(f"Cannot use these credentials: {exc}") from None
     # Fail fast: the monitor and the pages need to know within seconds that a
     # cluster is gone, not after urllib3's retries.
     cfg.retries = 0
     return cfg
+
+
+async def build_async_client(cluster: Cluster) -> Any:
+    """Return a kubernetes_asyncio ApiClient for CLUSTER (the monitor's watches)."""
+    from kubernetes_asyncio import client as ak8s
+    from kubernetes_asyncio import config as ak8s_config
+    from kubernetes_asyncio.config.config_exception import (
+        ConfigException as AsyncConfigException,
+    )
+
+    cfg = ak8s.Configuration()
+    try:
+        if cluster.auth_mode == "in_cluster":
+            ak8s_config.load_incluster_config(client_configuration=cfg)
+            if not cluster.verify_tls:
+                cfg.verify_ssl = False
+        else:
+            data, context = credentials_dict(cluster)
+            await ak8s_config.load_kube_config_from_dict(
+                data, context=context, client_configuration=cfg
+            )
+    except (AsyncConfigException, ValueError, TypeError, KeyError) as exc:
+        raise CredentialsError(f"Cannot use these credentials: {exc}") from None
+    return ak8s.ApiClient(cfg)
 
 
 def connect(cluster: Cluster) -> KubeBackend:
