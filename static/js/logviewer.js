@@ -241,6 +241,7 @@
     this._target = null;
     this._pendingAnchor = null;
     this._gutterDigits = 0;
+    this._progTop = -1e9;
 
     this._q = "";
     this._mLine = new Int32Array(1024);
@@ -308,8 +309,12 @@
     var self = this, el = this.el;
     this._onScroll = function () {
       var s = el.scroll;
-      var atBottom = s.scrollTop + s.clientHeight >= s.scrollHeight - self.lineHeight * 1.5;
-      if (atBottom !== self.follow) { self.follow = atBottom; self._syncToolbar(); }
+      // only a user's scroll changes follow mode; our own scrollTop writes are remembered
+      if (Math.abs(s.scrollTop - self._progTop) >= 2) {
+        self._progTop = -1e9;
+        var atBottom = s.scrollTop + s.clientHeight >= s.scrollHeight - self.lineHeight * 1.5;
+        if (atBottom !== self.follow) { self.follow = atBottom; self._syncToolbar(); }
+      }
       self._scheduleRender();
     };
     el.scroll.addEventListener("scroll", this._onScroll, { passive: true });
@@ -617,14 +622,13 @@
       var vTop = s.scrollTop * prevRatio;
       this.el.spacer.style.height = g.height + "px";
       this._spacerH = g.height;
-      if (g.ratio !== prevRatio && !this.follow) s.scrollTop = vTop / g.ratio;
+      if (g.ratio !== prevRatio && !this.follow) this._setScrollTop(vTop / g.ratio);
     }
     this._ratio = g.ratio;
   };
 
   P._scrollToBottom = function () {
-    var s = this.el.scroll;
-    s.scrollTop = s.scrollHeight;
+    this._setScrollTop(this.el.scroll.scrollHeight);
     this._scheduleRender();
   };
 
@@ -632,7 +636,7 @@
     var g = this._geometry();
     var v = row * this.lineHeight - (center ? g.vh / 2 - this.lineHeight / 2 : 0);
     v = Math.max(0, Math.min(v, g.total - g.vh));
-    this.el.scroll.scrollTop = v / g.ratio;
+    this._setScrollTop(v / g.ratio);
     this._scheduleRender();
   };
 
@@ -754,7 +758,13 @@
     var g2 = this._geometry();
     var v = this._rowOf(idx) * this.lineHeight - before;
     v = Math.max(0, Math.min(v, g2.total - g2.vh));
-    s.scrollTop = v / g2.ratio;
+    this._setScrollTop(v / g2.ratio);
+  };
+
+  P._setScrollTop = function (v) {
+    var s = this.el.scroll;
+    s.scrollTop = v;
+    this._progTop = s.scrollTop;
   };
 
   P.toggleSection = function (id, collapsed) {
@@ -774,7 +784,7 @@
     for (var i = 0; i < this.sections.length; i++) this.sections[i].collapsed = !!collapse;
     this._rebuildRows();
     this._updateSpacer();
-    if (collapse) { this.follow = false; this.el.scroll.scrollTop = 0; }
+    if (collapse) { this.follow = false; this._setScrollTop(0); }
     this._syncToolbar();
     this._scheduleRender();
   };
