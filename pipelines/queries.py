@@ -1,0 +1,557 @@
+"""Read-side queries of the dashboard.
+
+Every function here issues a fixed number of SQL queries, whatever the size of the
+tables, and each query walks an index: pages stay fast with 100,000 runs. None of
+them writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import (
+    Avg,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Max,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from .models import Job, Repository, Run
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+ACTIVE_RUN_STATUSES = (Run.Status.CREATED, Run.Status.PENDING, Run.Status.RUNNING)
+TREND_DAYS = 14
+ACTIVE_LIMIT = 20
+TREND_CACHE_SECONDS = 60
+WORKERS_CACHE_SECONDS = 10
+
+
+# ---------------------------------------------------------------- run lists
+
+
+def runs_queryset() -> QuerySet[Run]:
+    """Return runs with what a run row shows, newest first."""
+    return Run.objects.select_related("repository", "triggered_by").order_by("-id")
+
+
+@dataclass
+class RunFilters:
+    """The filters of a run list, parsed from the query string."""
+
+    repository: str = ""
+    branch: str = ""
+    status: str = ""
+    trigger: str = ""
+
+    @classmethod
+    def from_query(cls, query: Any) -> RunFilters:
+        status = query.get("status", "")
+        trigger = query.get("trigger", "")
+        return cls(
+            repository=query.get("repository", "").strip()[:100],
+            branch=query.get("branch", "").strip()[:255],
+            status=status if status in Run.Status.values else "",
+            trigger=trigger if trigger in Run.Trigger.values else "",
+        )
+
+    def apply(self, runs: QuerySet[Run]) -> QuerySet[Run]:
+        if self.repository:
+            runs = runs.filter(repository__name=self.repository)
+        if self.branch:
+            runs = runs.filter(branch=self.branch)
+        if self.status:
+            runs = runs.filter(status=self.status)
+        if self.trigger:
+            runs = runs.filter(trigger=self.trigger)
+        return runs
+
+    def as_query(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+    @property
+    def active(self) -> bool:
+        return any(self.__dict__.values())
+
+
+@dataclass
+class Page:
+    """One keyset page of rows ordered by descending id.
+
+    ``before``/``after`` are the cursors of the next (older) and previous (newer)
+    pages, or None when there is none. No COUNT(*): on a big table it scans.
+    """
+
+    rows: list[Any]
+    before: int | None = None
+    after: int | None = None
+    first: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _int_param(query: Any, name: str) -> int | None:
+    raw = query.get(name, "")
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None
+
+
+def keyset_page(qs: QuerySet[Any], query: Any, size: int = PAGE_SIZE) -> Page:
+    """Return the page of QS (ordered by -id) that the ``before``/``after`` cursors pick."""
+    before = _int_param(query, "before")
+    after = _int_param(query, "after")
+    if after is not None and before is None:
+        rows = list(qs.filter(id__gt=after).order_by("id")[: size + 1])
+        has_newer = len(rows) > size
+        rows = rows[:size][::-1]
+        return Page(
+            rows=rows,
+            before=rows[-1].id if rows else None,
+            after=rows[0].id if rows and has_newer else None,
+            first=not has_newer,
+        )
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    rows = list(qs[: size + 1])
+    has_older = len(rows) > size
+    rows = rows[:size]
+    return Page(
+        rows=rows,
+        before=rows[-1].id if rows and has_older else None,
+        after=rows[0].id if rows and before is not None else None,
+        first=before is None,
+    )
+
+
+def active_runs(limit: int | None = None) -> list[Run]:
+    """Return the newest unfinished runs."""
+    limit = limit or ACTIVE_LIMIT
+    return decorate(runs_queryset().filter(status__in=ACTIVE_RUN_STATUSES)[:limit])
+
+
+def recent_runs(limit: int = 12) -> list[Run]:
+    """Return the newest runs of every repository."""
+    return decorate(runs_queryset()[:limit])
+
+
+# ---------------------------------------------------------------- repositories
+
+
+def repositories_with_last_run() -> list[Repository]:
+    """Return every repository with ``last_run`` (or None) and ``branch_count``.
+
+    Three queries: the repositories with the id of their newest run (an index
+    lookup per repository), those runs, and the distinct branches per repository.
+    """
+    newest = Run.objects.filter(repository=OuterRef("pk")).order_by("-id")
+    repositories = list(
+        Repository.objects.annotate(last_run_id=Subquery(newest.values("id")[:1]))
+    )
+    ids = [r.last_run_id for r in repositories if r.last_run_id]
+    runs = (
+        {
+            r.pk: r
+            for r in decorate(
+                Run.objects.select_related("triggered_by").filter(pk__in=ids)
+            )
+        }
+        if ids
+        else {}
+    )
+    branch_counts = dict(
+        Run.objects.exclude(branch="")
+        .filter(repository__in=[r.pk for r in repositories])
+        .values("repository")
+        .annotate(n=Count("branch", distinct=True))
+        .values_list("repository", "n")
+        if repositories
+        else []
+    )
+    for repository in repositories:
+        repository.last_run = runs.get(repository.last_run_id)
+        repository.branch_count = branch_counts.get(repository.pk, 0)
+    return repositories
+
+
+def branches(repository: Repository, limit: int = 100) -> list[Run]:
+    """Return the newest run of each branch of REPOSITORY, most recently active first."""
+    latest = list(
+        Run.objects.filter(repository=repository)
+        .exclude(branch="")
+        .values("branch")
+        .annotate(last_id=Max("id"))
+        .order_by("-last_id")
+        .values_list("last_id", flat=True)[:limit]
+    )
+    if not latest:
+        return []
+    runs = Run.objects.select_related("triggered_by", "repository").in_bulk(latest)
+    return decorate(runs[i] for i in latest if i in runs)
+
+
+def last_run(repository: Repository, branch: str | None = None) -> Run | None:
+    """Return the newest run of REPOSITORY (on BRANCH when given)."""
+    runs = Run.objects.filter(repository=repository)
+    if branch:
+        runs = runs.filter(branch=branch)
+    return runs.order_by("-id").first()
+
+
+def last_finished_run(repository: Repository, branch: str | None = None) -> Run | None:
+    """Return the newest finished or running run (what a badge shows)."""
+    runs = Run.objects.filter(repository=repository).exclude(
+        status__in=[Run.Status.CREATED, Run.Status.SKIPPED]
+    )
+    if branch:
+        runs = runs.filter(branch=branch)
+    return runs.order_by("-id").only("id", "status").first()
+
+
+# ---------------------------------------------------------------- trends
+
+
+@dataclass
+class Trend:
+    """Success rate and mean duration per day of one repository."""
+
+    repository: str
+    days: list[date]
+    totals: list[int]
+    successes: list[int]
+    failures: list[int]
+    durations: list[float | None]
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals)
+
+    @property
+    def success_rate(self) -> float | None:
+        finished = sum(self.successes) + sum(self.failures)
+        return None if finished == 0 else 100.0 * sum(self.successes) / finished
+
+    @property
+    def rates(self) -> list[float | None]:
+        out: list[float | None] = []
+        for ok, bad in zip(self.successes, self.failures, strict=True):
+            out.append(None if ok + bad == 0 else 100.0 * ok / (ok + bad))
+        return out
+
+    @staticmethod
+    def _carry(values: list[float | None]) -> list[float]:
+        """Fill gaps with the last known value (a day without runs keeps the line)."""
+        out: list[float] = []
+        last: float | None = None
+        for value in values:
+            if value is not None:
+                last = value
+            if last is not None:
+                out.append(round(last, 1))
+        return out
+
+    @property
+    def rates_json(self) -> str:
+        return json.dumps(self._carry(self.rates))
+
+    @property
+    def durations_json(self) -> str:
+        return json.dumps(self._carry(self.durations))
+
+    @property
+    def runs_json(self) -> str:
+        items = []
+        for day, total, ok, bad in zip(
+            self.days, self.totals, self.successes, self.failures, strict=True
+        ):
+            status = "failed" if bad > ok else ("success" if ok else "")
+            items.append(
+                {"label": day.strftime("%b %-d"), "value": total, "status": status}
+            )
+        return json.dumps(items)
+
+    @property
+    def mean_duration_text(self) -> str:
+        return format_duration(self.mean_duration)
+
+    @property
+    def mean_duration(self) -> float | None:
+        pairs = [
+            (d, n)
+            for d, n in zip(self.durations, self.totals, strict=True)
+            if d is not None
+        ]
+        weight = sum(n for _, n in pairs)
+        return None if not weight else sum(d * n for d, n in pairs) / weight
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    # SQLite returns microseconds for averaged durations.
+    return float(value) / 1_000_000
+
+
+def trends(days: int = TREND_DAYS, limit: int = 8) -> tuple[Trend, list[Trend]]:
+    """Return the overall and per-repository daily trends of the last DAYS days.
+
+    Cached for a minute.
+
+    One aggregate query over the runs created in the window (``created_at`` is
+    indexed); the busiest LIMIT repositories come first.
+    """
+    key = f"pipelines:trends:{days}:{limit}"
+    cached = cache.get(key) if _cache_ok() else None
+    if cached is not None:
+        return cached
+    today = timezone.localdate()
+    window = [today - timedelta(days=days - 1 - i) for i in range(days)]
+    since = timezone.make_aware(
+        timezone.datetime.combine(window[0], timezone.datetime.min.time())
+    )
+    elapsed = ExpressionWrapper(
+        F("finished_at") - F("started_at"), output_field=DurationField()
+    )
+    rows = (
+        Run.objects.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("repository__name", "day")
+        .annotate(
+            total=Count("id"),
+            ok=Count("id", filter=Q(status=Run.Status.SUCCESS)),
+            bad=Count("id", filter=Q(status=Run.Status.FAILED)),
+            mean=Avg(
+                elapsed,
+                filter=Q(finished_at__isnull=False, started_at__isnull=False),
+            ),
+        )
+        .order_by()
+    )
+    index = {d: i for i, d in enumerate(window)}
+    by_repo: dict[str, Trend] = {}
+    for row in rows:
+        day = row["day"]
+        if isinstance(day, str):
+            day = date.fromisoformat(day)
+        if day not in index:
+            continue
+        name = row["repository__name"]
+        trend = by_repo.get(name)
+        if trend is None:
+            trend = by_repo[name] = Trend(
+                name,
+                window,
+                [0] * days,
+                [0] * days,
+                [0] * days,
+                [None] * days,
+            )
+        i = index[day]
+        trend.totals[i] = row["total"]
+        trend.successes[i] = row["ok"]
+        trend.failures[i] = row["bad"]
+        trend.durations[i] = _seconds(row["mean"])
+    overall = Trend("all", window, [0] * days, [0] * days, [0] * days, [None] * days)
+    weights = [0] * days
+    sums = [0.0] * days
+    for trend in by_repo.values():
+        for i in range(days):
+            overall.totals[i] += trend.totals[i]
+            overall.successes[i] += trend.successes[i]
+            overall.failures[i] += trend.failures[i]
+            if trend.durations[i] is not None:
+                weights[i] += trend.totals[i]
+                sums[i] += trend.durations[i] * trend.totals[i]
+    overall.durations = [
+        s / w if w else None for s, w in zip(sums, weights, strict=True)
+    ]
+    ranked = sorted(by_repo.values(), key=lambda t: (-t.total, t.repository))
+    result = (overall, ranked[:limit])
+    if _cache_ok():
+        cache.set(key, result, TREND_CACHE_SECONDS)
+    return result
+
+
+# ---------------------------------------------------------------- infrastructure
+
+
+def _cache_ok() -> bool:
+    """Return whether the cache answers (it lives in Redis, which may be down)."""
+    try:
+        cache.get("pipelines:probe")
+    except Exception:  # Any cache backend error: work without it.
+        return False
+    return True
+
+
+def queue_depth(queues: Sequence[str] = ("default",)) -> int | None:
+    """Return how many tasks wait in the Celery queues, or None if Redis is down."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    url = getattr(settings, "CELERY_BROKER_URL", "") or settings.REDIS_URL
+    try:
+        client = Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            return sum(int(client.llen(name)) for name in queues)
+        finally:
+            client.close()
+    except (RedisError, OSError, ValueError) as exc:
+        log.info("queue depth unavailable: %s", exc)
+        return None
+
+
+def workers_online() -> list[str] | None:
+    """Return the names of the Celery workers that answer a ping (cached 10 s).
+
+    None means the broker could not be asked.
+    """
+    key = "pipelines:workers-online"
+    use_cache = _cache_ok()
+    if use_cache:
+        cached = cache.get(key)
+        if cached is not None:
+            return list(cached) if cached != "unknown" else None
+    try:
+        from config.celery import app
+
+        replies = app.control.inspect(timeout=0.5).ping() or {}
+        names: list[str] | None = sorted(replies)
+    except Exception as exc:  # The broker may be down or unreachable.
+        log.info("worker ping failed: %s", exc)
+        names = None
+    if use_cache:
+        cache.set(key, names if names is not None else "unknown", WORKERS_CACHE_SECONDS)
+    return names
+
+
+@dataclass
+class ClusterHealth:
+    name: str
+    reachable: bool
+    version: str
+    url: str
+    last_seen_at: Any = None
+    error: str = ""
+
+
+def clusters_health(limit: int = 12) -> list[ClusterHealth] | None:
+    """Return the clusters' health, or None when the clusters app has no model."""
+    try:
+        from clusters.models import Cluster
+    except ImportError:
+        return None
+    try:
+        rows = list(Cluster.objects.order_by("name")[:limit])
+    except Exception as exc:  # A migration may not have run yet.
+        log.info("clusters unavailable: %s", exc)
+        return None
+    out = []
+    for row in rows:
+        try:
+            url = row.get_absolute_url()
+        except Exception:  # No detail page yet.
+            url = ""
+        out.append(
+            ClusterHealth(
+                name=row.name,
+                reachable=bool(getattr(row, "reachable", False)),
+                version=getattr(row, "server_version", "") or "",
+                url=url,
+                last_seen_at=getattr(row, "last_seen_at", None),
+                error=(getattr(row, "last_error", "") or "").splitlines()[0][:200]
+                if getattr(row, "last_error", "")
+                else "",
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------- run page
+
+
+def run_graph(run: Run, jobs: Iterable[Job], stages: Iterable[Any]) -> dict[str, Any]:
+    """Return the data Slipway.PipelineGraph draws: stages, jobs, needs, status."""
+    by_stage: dict[int, list[dict[str, Any]]] = {}
+    for job in jobs:
+        duration = job.duration
+        by_stage.setdefault(job.stage_id, []).append(
+            {
+                "id": job.pk,
+                "name": job.name,
+                "status": job.status,
+                "needs": job.needs if isinstance(job.needs, list) else None,
+                "reason": job.reason,
+                "duration": round(duration.total_seconds(), 1)
+                if duration is not None
+                else None,
+                "allow_failure": job.allow_failure,
+                "when": job.when,
+                "url": job.get_absolute_url(),
+                "attempt": job.attempt,
+            }
+        )
+    return {
+        "run": {"id": run.pk, "status": run.status},
+        "stages": [
+            {
+                "id": stage.pk,
+                "name": stage.name,
+                "status": stage.status,
+                "jobs": by_stage.get(stage.pk, []),
+            }
+            for stage in stages
+        ],
+    }
+
+
+# ---------------------------------------------------------------- presentation
+
+
+def format_duration(value: timedelta | float | None) -> str:
+    """Return "3.2s", "1m 05s" or "2h 03m" (what static/js/time.js shows)."""
+    if value is None:
+        return ""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    if seconds < 60:
+        return f"{round(seconds)}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def decorate(rows: Iterable[Any]) -> list[Any]:
+    """Give runs and jobs ``duration_text`` and ``duration_seconds`` for templates."""
+    out = []
+    for row in rows:
+        duration = row.duration
+        row.duration_seconds = (
+            round(duration.total_seconds(), 1) if duration is not None else None
+        )
+        row.duration_text = format_duration(duration)
+        out.append(row)
+    return out
