@@ -264,7 +264,8 @@ class LogSink:
 
     def _compact(self, partial: str) -> str:
         """Drop text a bare `\\r` already overwrote, so spinners use no memory."""
-        cut = partial.rfind("\r", 0, len(partial) - 1)
+        # Trailing \r's may still turn out to be part of the line ending.
+        cut = partial.rstrip("\r").rfind("\r")
         if cut == -1 or _SECTION.search(partial, 0, cut):
             return partial
         return partial[cut + 1 :]

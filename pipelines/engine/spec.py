@@ -621,7 +621,7 @@ class _Builder:
         try:
             if isinstance(node, SequenceNode):
                 if node.tag != _SEQ_TAG:
-                    self.issue(keys, f"unsupported YAML tag {node.tag!r}", node)
+                    self.issue(keys, _tag_message(node.tag), node)
                 items = [
                     self.build(child, [*keys, f"[{i}]"])
                     for i, child in enumerate(node.value)
@@ -629,7 +629,7 @@ class _Builder:
                 return _Y(items, line, column)
             if isinstance(node, MappingNode):
                 if node.tag != _MAP_TAG:
-                    self.issue(keys, f"unsupported YAML tag {node.tag!r}", node)
+                    self.issue(keys, _tag_message(node.tag), node)
                 return _Y(self.mapping(node, keys), line, column)
         finally:
             self.active.discard(id(node))
@@ -653,10 +653,7 @@ class _Builder:
                 self.constructor.constructed_objects.clear()
         if tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
             return node.value  # Dates stay text: "2024-01-01" is a string to a job.
-        hint = ""
-        if tag == "!reference":
-            hint = " (use `extends:` or YAML anchors instead of !reference)"
-        self.issue(keys, f"unsupported YAML tag {tag!r}{hint}", node)
+        self.issue(keys, _tag_message(tag), node)
         return node.value
 
     def mapping(self, node: MappingNode, keys: list[str]) -> dict[str, _Y]:
@@ -694,6 +691,13 @@ class _Builder:
                     keys, "`<<` merge key needs a mapping or a list of them", node
                 )
         return parts
+
+
+def _tag_message(tag: str) -> str:
+    hint = ""
+    if tag == "!reference":
+        hint = " (use `extends:` or YAML anchors instead of !reference)"
+    return f"unsupported YAML tag {tag!r}{hint}"
 
 
 def _doc_path(keys: Sequence[str]) -> str:
@@ -1511,6 +1515,8 @@ def _validate(top: dict[str, _Y], c: _Checker) -> Pipeline | None:
         if not key.strip():
             c.error(path, "job names must not be empty", y, at_key=True)
             continue
+        if key.startswith(".") and not isinstance(y.value, dict):
+            continue  # A hidden key may hold anything, e.g. a list kept for an anchor.
         if not isinstance(y.value, dict):
             hint = _did_you_mean(key, _RESERVED_TOP)
             c.error(
@@ -1586,6 +1592,7 @@ def _validate(top: dict[str, _Y], c: _Checker) -> Pipeline | None:
 
     jobs: list[JobSpec] = []
     broken: set[str] = set()  # Jobs with errors: needing them is not another error.
+    broken_needs: list[tuple[str, list[tuple[Need, _Y]]]] = []
     need_sources: dict[str, list[tuple[Need, _Y]] | None] = {}
     base_names: dict[str, list[str]] = {}
     job_lines: dict[str, _Y] = {}
@@ -1598,6 +1605,11 @@ def _validate(top: dict[str, _Y], c: _Checker) -> Pipeline | None:
             broken.add(name)
             continue
         base, needs, matrix = built
+        if base is None:
+            broken.add(name)
+            if needs:
+                broken_needs.append((name, needs))
+            continue
         if matrix is None:
             instances = [base]
         else:
@@ -1613,7 +1625,7 @@ def _validate(top: dict[str, _Y], c: _Checker) -> Pipeline | None:
                 )
         base_names[name] = [job.name for job in instances]
         for job in instances:
-            if any(job.name == other.name for other in jobs):
+            if job.name in job_lines:
                 c.error(
                     f"jobs.{name}",
                     f"duplicate job name {job.name!r} after matrix expansion",
@@ -1631,6 +1643,7 @@ def _validate(top: dict[str, _Y], c: _Checker) -> Pipeline | None:
         base_names,
         job_lines,
         broken,
+        broken_needs,
         stages,
         variables,
         workflow_rules,
@@ -1645,10 +1658,9 @@ def _build_job(
     c: _Checker,
     stages: tuple[str, ...],
     defaults: _Defaults,
-) -> (
-    tuple[JobSpec, list[tuple[Need, _Y]] | None, list[list[tuple[str, str]]] | None]
-    | None
-):
+) -> tuple[
+    JobSpec | None, list[tuple[Need, _Y]] | None, list[list[tuple[str, str]]] | None
+]:
     path = f"jobs.{name}"
     before = len(c.issues)
     c.keys(
@@ -1751,7 +1763,7 @@ def _build_job(
     )
 
     if len(c.issues) > before or script is None:
-        return None
+        return None, needs, matrix
     job = JobSpec(
         name=name,
         stage=stage,
@@ -1783,12 +1795,22 @@ def _link_needs(
     base_names: dict[str, list[str]],
     job_lines: dict[str, _Y],
     broken: set[str],
+    broken_needs: list[tuple[str, list[tuple[Need, _Y]]]],
     stages: tuple[str, ...],
     variables: dict[str, str] | None,
     workflow_rules: tuple[Rule, ...],
     c: _Checker,
 ) -> Pipeline | None:
     by_name = {job.name: job for job in jobs}
+    known = set(by_name) | set(base_names) | broken
+    # A job with other errors still gets its needs checked: report everything at once.
+    for name, pending in broken_needs:
+        for need, y in pending:
+            if need.job not in known:
+                hint = _did_you_mean(need.job, sorted(known))
+                c.error(
+                    f"jobs.{name}.needs", f"needs unknown job {need.job!r}{hint}", y
+                )
     linked: list[JobSpec] = []
     for job in jobs:
         sources = need_sources[job.name]
