@@ -616,3 +616,15 @@ def test_arbitrary_structures_raise_only_spec_error(tree: dict[str, object]) -> 
             assert issue.message
     else:
         assert pipe.jobs
+
+
+def test_reference_examples_are_valid() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "pipeline-reference.md"
+    text = doc.read_text()
+    examples = text.split("## Complete examples", 1)[1].split("```yaml\n")[1:]
+    assert len(examples) == 3
+    for example in examples:
+        pipe = parse(example.split("```", 1)[0])
+        assert pipe.jobs
