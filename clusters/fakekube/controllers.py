@@ -256,6 +256,10 @@ class Controllers:
                 )
             for p in s.list_raw(resolve("pods")):
                 self._pod_timers(p)
+            for h in s.list_raw(resolve(("autoscaling", "horizontalpodautoscalers"))):
+                dirty["hpa"].add((h["metadata"]["namespace"], h["metadata"]["name"]))
+            for p in s.list_raw(resolve(("policy", "poddisruptionbudgets"))):
+                dirty["pdbns"].add(p["metadata"]["namespace"])
 
     def _handle(self, ev: Event, dirty) -> None:
         group, plural = ev.key
@@ -1328,7 +1332,7 @@ def populate(
     """Bulk-load a steady-state cluster: nodes, namespaces, Deployments (with ReplicaSets and
     Running pods) and bare pods. No per-object watch events: the history is compacted to the
     new revision, so watches must start from a list done after populate."""
-    from .resources import default_object, lookup, order_object
+    from .resources import admit, default_object, lookup, order_object
 
     rng = random.Random(seed)
     now = now_str()
@@ -1383,6 +1387,7 @@ def populate(
             if owner:
                 pod["metadata"]["ownerReferences"] = [owner]
             default_object(prt, pod, rng)
+            admit(prt, pod, rng)
             if node:
                 pod["spec"]["nodeName"] = node
                 pod["status"] = _running_status(

@@ -19,7 +19,15 @@ from typing import Any
 from .patch import merge_key_for
 
 # Maps/lists that never get a "." (self) entry: non-pointer structs and required lists.
-_NO_DOT = {"metadata", "spec", "template", "strategy", "status", "containers"}
+_NO_DOT = {
+    "metadata",
+    "spec",
+    "template",
+    "strategy",
+    "status",
+    "containers",
+    "scaleTargetRef",
+}
 _TRACKED_META = (
     "labels",
     "annotations",

@@ -366,7 +366,11 @@ def _qos(spec: dict) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
-def default_pod(obj: dict, rng: random.Random | None = None) -> None:
+def admit(rt: ResourceType, obj: dict, rng: random.Random | None = None) -> None:
+    """Admission plugins (ServiceAccount, DefaultTolerationSeconds, Priority): fields they
+    add are not owned by the creating manager."""
+    if rt.kind != "Pod":
+        return
     spec = obj.setdefault("spec", {})
     if spec.get("automountServiceAccountToken") is not False and not any(
         (m.get("mountPath") == "/var/run/secrets/kubernetes.io/serviceaccount")
@@ -441,6 +445,16 @@ def default_pod(obj: dict, rng: random.Random | None = None) -> None:
     spec.setdefault("priority", 0)
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    spec["containers"] = [
+        _ordered(c, _CONTAINER_ORDER) for c in spec.get("containers") or []
+    ]
+    obj["spec"] = _ordered(spec, _POD_SPEC_ORDER)
+
+
+def default_pod(obj: dict, rng: random.Random | None = None) -> None:
+    """Scheme defaulting (fields the creating manager then owns)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("enableServiceLinks", True)
     obj["spec"] = default_pod_spec(spec)
     status = obj.get("status") or {}
     status.setdefault("phase", "Pending")

@@ -1210,6 +1210,8 @@ class FakeKubeServer:
             start = None
             if cont:
                 crv, start = decode_continue(cont)
+                if not start.startswith("/"):
+                    start = "/" + start
                 if 0 < crv < store.compacted_revision:
                     raise ApiError(
                         410,
@@ -1221,7 +1223,7 @@ class FakeKubeServer:
                         "between the time the first chunk was returned and now may show up in "
                         "the list.",
                         "Expired",
-                        metadata={"continue": encode_continue(-1, start)},
+                        metadata={"continue": encode_continue(-1, start.lstrip("/"))},
                     )
                 list_rv = crv if crv > 0 else cur
             elif rvm == "Exact" and rv:
@@ -1657,7 +1659,11 @@ class FakeKubeServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + timeout
-        final_bm_at = deadline - min(1.0, timeout * 0.25)
+        # kube-apiserver's cacher schedules a bookmark at deadline-2s (delivered by a 1 s
+        # bucket timer); when that falls within ~1.5 s of the start it is not sent (fixture 50).
+        final_bm_at = deadline - 2.0
+        if final_bm_at < started + 1.5:
+            final_bm_at = deadline + 1
         next_bm = started + self.bookmark_interval
         try:
             chunk = b"".join(
@@ -1697,7 +1703,7 @@ class FakeKubeServer:
                     if not final_sent and now >= final_bm_at:
                         out.append(bookmark())
                         final_sent = True
-                        next_bm = deadline
+                        next_bm = deadline + 1
                     elif now >= next_bm:
                         out.append(bookmark())
                         next_bm = now + self.bookmark_interval

@@ -16,6 +16,7 @@ from . import managed
 from .resources import (
     REGISTRY,
     ResourceType,
+    admit,
     by_kind,
     default_object,
     lookup,
@@ -418,6 +419,7 @@ class Store:
                 managed.record_update(
                     None, obj, manager, rt.api_version, meta["creationTimestamp"]
                 )
+            admit(rt, obj, self.rng)
             if dry_run:
                 return order_object(obj)
             meta["resourceVersion"] = str(self._next_rv())
@@ -495,11 +497,16 @@ class Store:
                     and _spec_part(new) != _spec_part(old)
                 ):
                     meta["generation"] = int(omd.get("generation", 1)) + 1
-            new["metadata"]["managedFields"] = copy.deepcopy(
-                omd.get("managedFields", [])
-            )
+            if operation != "Apply":
+                new["metadata"]["managedFields"] = copy.deepcopy(
+                    omd.get("managedFields", [])
+                )
             new["metadata"]["resourceVersion"] = omd["resourceVersion"]
-            if _same(new, old):
+            if _same(new, old) and (
+                operation != "Apply"
+                or _mf_key(new["metadata"].get("managedFields"))
+                == _mf_key(omd.get("managedFields"))
+            ):
                 return copy.deepcopy(old)
             if operation != "Apply":
                 managed.record_update(
@@ -641,7 +648,11 @@ class Store:
                 grace = 0
             if rt.kind == "Namespace":
                 return self._delete_namespace(rt, cur), True
-            pending = bool(finalizers) or grace > 0
+            pending = (
+                bool(finalizers)
+                or grace > 0
+                or (rt.kind == "Pod" and bool(meta.get("deletionTimestamp")))
+            )
             if meta.get("deletionTimestamp") and grace > 0:
                 # already terminating: only a shorter grace period changes anything
                 if grace >= int(meta.get("deletionGracePeriodSeconds") or 0):
@@ -735,6 +746,10 @@ class Store:
                 rt = _rt_for_obj(obj)
                 self.create(obj, rt=rt, validate_obj=False, record=False, emit=False)
             self.compact()
+
+
+def _mf_key(entries) -> list:
+    return [{k: v for k, v in e.items() if k != "time"} for e in entries or []]
 
 
 def _same(a: dict, b: dict) -> bool:
