@@ -1,3 +1,9 @@
 """WebSocket routes of the clusters app."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns: list = [
+    path("ws/clusters/<int:cluster_id>/", consumers.ClusterConsumer.as_asgi()),
+]

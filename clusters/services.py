@@ -84,15 +84,17 @@ def _resources(b: kube.KubeBackend, p: dict[str, Any]) -> str:
     requests = {
         r: str(p.get(f"requests_{r}", "")).strip()
         for r in ("cpu", "memory")
-        if f"requests_{r}" in p
+        if str(p.get(f"requests_{r}", "")).strip()
     }
     limits = {
         r: str(p.get(f"limits_{r}", "")).strip()
         for r in ("cpu", "memory")
-        if f"limits_{r}" in p
+        if str(p.get(f"limits_{r}", "")).strip()
     }
     if not p.get("container"):
         raise ActionError("Choose a container.")
+    if not requests and not limits:
+        raise ActionError("Give at least one request or limit.")
     b.set_resources(
         p["kind"], p["namespace"], p["name"], p["container"], requests, limits
     )

@@ -1,9 +1,554 @@
-"""Cluster pages."""
+"""Cluster pages: rendered from the monitor's Redis snapshot, patched live over
+``/ws/clusters/<id>/``. Actions are POST-only, operator-only and audited."""
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from core import audit
+from core.roles import has_role
+
+from . import kube, services, snapshot
+from .forms import ApplyForm, ClusterForm
+from .models import Cluster
+
+PAGE_SIZE = 100
+View = Callable[..., HttpResponse]
 
 
+def role_required(role: str) -> Callable[[View], View]:
+    """Refuse (403) users below ROLE."""
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not has_role(request.user, role):
+                raise PermissionDenied(f"This needs the {role} role.")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _context(request: HttpRequest, cluster: Cluster, tab: str, **extra: Any) -> dict:
+    state = snapshot.read_state(cluster.pk)
+    return {
+        "cluster": cluster,
+        "tab": tab,
+        "state": state,
+        "stale": snapshot.is_stale(state),
+        "metrics_state": state.get("metrics", "unknown"),
+        "can_act": has_role(request.user, "operator"),
+        "live_kinds": extra.pop("live_kinds", ""),
+        **extra,
+    }
+
+
+def _sorted(objs: dict[str, dict]) -> list[dict]:
+    return [dict(objs[k], key=k) for k in sorted(objs)]
+
+
+# ------------------------------------------------------------------ cluster CRUD
+
+
+@role_required("viewer")
 def cluster_list(request: HttpRequest) -> HttpResponse:
-    """List the registered clusters."""
-    return render(request, "clusters/cluster_list.html", {"clusters": []})
+    """List the registered clusters with their health."""
+    clusters = list(Cluster.objects.all())
+    r = snapshot.client()
+    pipe = r.pipeline(transaction=False)
+    for c in clusters:
+        pipe.hgetall(snapshot.state_key(c.pk))
+        pipe.hlen(snapshot.objects_key(c.pk, "nodes"))
+        pipe.hlen(snapshot.objects_key(c.pk, "pods"))
+    results = pipe.execute() if clusters else []
+    cards = []
+    for i, c in enumerate(clusters):
+        raw_state, nodes, pods = results[3 * i : 3 * i + 3]
+        state = {k.decode(): v.decode() for k, v in raw_state.items()}
+        cards.append(
+            {
+                "cluster": c,
+                "stale": snapshot.is_stale(state),
+                "nodes": nodes,
+                "pods": pods,
+                "watched": bool(state),
+            }
+        )
+    return render(
+        request,
+        "clusters/cluster_list.html",
+        {"cards": cards, "can_admin": has_role(request.user, "admin")},
+    )
+
+
+def _save_cluster(request: HttpRequest, cluster: Cluster | None) -> HttpResponse:
+    form = ClusterForm(request.POST or None, request.FILES or None, instance=cluster)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        audit.record(
+            "cluster.create" if cluster is None else "cluster.update",
+            request=request,
+            target=saved,
+            details={"auth_mode": saved.auth_mode, "context": saved.context},
+        )
+        messages.success(request, f"Saved cluster {saved.name}.")
+        return redirect("clusters:cluster-detail", saved.pk)
+    return render(
+        request, "clusters/cluster_form.html", {"form": form, "cluster": cluster}
+    )
+
+
+@role_required("admin")
+def cluster_create(request: HttpRequest) -> HttpResponse:
+    """Register a cluster."""
+    return _save_cluster(request, None)
+
+
+@role_required("admin")
+def cluster_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Change a cluster's credentials or settings."""
+    return _save_cluster(request, get_object_or_404(Cluster, pk=pk))
+
+
+@require_POST
+@role_required("admin")
+def cluster_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forget a cluster (the monitor stops watching it within seconds)."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    audit.record("cluster.delete", request=request, target=cluster)
+    cluster.delete()
+    snapshot.forget(pk)
+    messages.success(request, f"Removed cluster {cluster.name}.")
+    return redirect("clusters:cluster-list")
+
+
+@require_POST
+@role_required("operator")
+def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the cluster for its version and what our identity may do."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    namespace = request.POST.get("namespace", "default").strip() or "default"
+    result = services.test_connection(cluster, namespace)
+    audit.record(
+        "cluster.test_connection",
+        request=request,
+        target=cluster,
+        details={"ok": result.ok, "error": result.error},
+    )
+    return render(
+        request,
+        "clusters/cluster_test.html",
+        _context(request, cluster, "overview", result=result, namespace=namespace),
+    )
+
+
+# --------------------------------------------------------------------- overview
+
+
+def _control_plane(cluster: Cluster) -> tuple[list[tuple[str, bool]], str]:
+    """Return the /readyz checks (cached for 15 s) and an error, if any."""
+    key = f"slipway:cluster:{cluster.pk}:readyz"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        with kube.connect(cluster) as b:
+            b.timeout = (2, 3)
+            value: tuple[list[tuple[str, bool]], str] = (b.readyz(), "")
+    except (kube.KubeError, kube.CredentialsError) as exc:
+        value = ([], str(exc))
+    cache.set(key, value, 15)
+    return value
+
+
+@role_required("viewer")
+def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show the cluster's health at a glance."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    nodes = snapshot.read_objects(pk, "nodes")
+    pods = snapshot.read_objects(pk, "pods")
+    node_status = Counter(
+        "Cordoned" if n.get("unschedulable") and n["status"] == "Ready" else n["status"]
+        for n in nodes.values()
+    )
+    phases = Counter(p.get("phase", "Unknown") for p in pods.values())
+    active = [p for p in pods.values() if p.get("phase") not in ("Succeeded", "Failed")]
+    usage = snapshot.read_usage(pk, "nodes")
+    resources = {
+        "cpu_alloc": sum(n.get("cpu_alloc", 0) for n in nodes.values()),
+        "mem_alloc": sum(n.get("mem_alloc", 0) for n in nodes.values()),
+        "cpu_req": sum(p.get("cpu_req", 0) for p in active),
+        "mem_req": sum(p.get("mem_req", 0) for p in active),
+        "cpu_used": sum(u.get("cpu", 0) for u in usage.values()) if usage else None,
+        "mem_used": sum(u.get("mem", 0) for u in usage.values()) if usage else None,
+    }
+    warnings = sorted(
+        (
+            e
+            for e in snapshot.read_objects(pk, "events").values()
+            if e["type"] == "Warning"
+        ),
+        key=lambda e: e.get("last") or "",
+        reverse=True,
+    )[:10]
+    problems = [
+        f"Node {n['name']}: {p}" for n in nodes.values() for p in n.get("problems", [])
+    ]
+    for kind in ("deployments", "statefulsets", "daemonsets"):
+        for w in snapshot.read_objects(pk, kind).values():
+            if w.get("ready", 0) < w.get("desired", 0):
+                problems.append(
+                    f"{kind[:-1].capitalize()} {w['namespace']}/{w['name']}: "
+                    f"{w['ready']}/{w['desired']} ready"
+                )
+    readyz, readyz_error = _control_plane(cluster)
+    return render(
+        request,
+        "clusters/cluster_detail.html",
+        _context(
+            request,
+            cluster,
+            "overview",
+            live_kinds="nodes",
+            node_status=sorted(node_status.items()),
+            node_count=len(nodes),
+            phases=sorted(phases.items()),
+            pod_count=len(pods),
+            resources=resources,
+            warnings=warnings,
+            problems=problems[:20],
+            readyz=readyz,
+            readyz_failed=[name for name, ok in readyz if not ok],
+            readyz_error=readyz_error,
+            history=snapshot.read_history(pk, 120),
+        ),
+    )
+
+
+# ------------------------------------------------------------------------ lists
+
+
+@role_required("viewer")
+def node_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List nodes with capacity, allocatable and usage."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    nodes = _sorted(snapshot.read_objects(pk, "nodes"))
+    usage = snapshot.read_usage(pk, "nodes")
+    pods_per_node = Counter(
+        p.get("node") for p in snapshot.read_objects(pk, "pods").values()
+    )
+    for n in nodes:
+        n["usage"] = usage.get(n["key"])
+        n["pod_count"] = pods_per_node.get(n["name"], 0)
+    return render(
+        request,
+        "clusters/node_list.html",
+        _context(request, cluster, "nodes", live_kinds="nodes", nodes=nodes),
+    )
+
+
+def _matches(pod: dict, namespace: str, phase: str, node: str, q: str) -> bool:
+    if namespace and pod.get("namespace") != namespace:
+        return False
+    if phase and pod.get("phase") != phase and pod.get("reason") != phase:
+        return False
+    if node and pod.get("node") != node:
+        return False
+    if q and q not in pod["key"] and q not in (pod.get("owner") or "").lower():
+        return False
+    return True
+
+
+@role_required("viewer")
+def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List pods, filtered and paginated on the server."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    objs = snapshot.read_objects(pk, "pods")
+    namespace = request.GET.get("namespace", "").strip()
+    phase = request.GET.get("phase", "").strip()
+    node = request.GET.get("node", "").strip()
+    q = request.GET.get("q", "").strip().lower()
+    namespaces = sorted({p.get("namespace", "") for p in objs.values()})
+    rows = [
+        dict(objs[k], key=k)
+        for k in sorted(objs)
+        if _matches(dict(objs[k], key=k), namespace, phase, node, q)
+    ]
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    usage = snapshot.read_usage(pk, "pods", [p["key"] for p in page.object_list])
+    for p in page.object_list:
+        p["usage"] = usage.get(p["key"])
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "clusters/pod_list.html",
+        _context(
+            request,
+            cluster,
+            "pods",
+            live_kinds="pods",
+            page=page,
+            total=len(objs),
+            matching=len(rows),
+            namespaces=namespaces,
+            filters={"namespace": namespace, "phase": phase, "node": node, "q": q},
+            phases=["Pending", "Running", "Succeeded", "Failed", "Unknown"],
+            query=query.urlencode(),
+        ),
+    )
+
+
+@role_required("viewer")
+def workload_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List deployments, statefulsets and daemonsets."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    groups = [
+        (kind, title, _sorted(snapshot.read_objects(pk, kind)))
+        for kind, title in (
+            ("deployments", "Deployments"),
+            ("statefulsets", "StatefulSets"),
+            ("daemonsets", "DaemonSets"),
+        )
+    ]
+    return render(
+        request,
+        "clusters/workload_list.html",
+        _context(
+            request,
+            cluster,
+            "workloads",
+            live_kinds="deployments,statefulsets,daemonsets",
+            groups=groups,
+        ),
+    )
+
+
+@role_required("viewer")
+def service_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List services and ingresses."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    return render(
+        request,
+        "clusters/service_list.html",
+        _context(
+            request,
+            cluster,
+            "services",
+            live_kinds="services,ingresses",
+            services=_sorted(snapshot.read_objects(pk, "services")),
+            ingresses=_sorted(snapshot.read_objects(pk, "ingresses")),
+        ),
+    )
+
+
+@role_required("viewer")
+def storage_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List PersistentVolumes, claims and StorageClasses."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    return render(
+        request,
+        "clusters/storage_list.html",
+        _context(
+            request,
+            cluster,
+            "storage",
+            live_kinds="persistentvolumes,persistentvolumeclaims,storageclasses",
+            pvs=_sorted(snapshot.read_objects(pk, "persistentvolumes")),
+            pvcs=_sorted(snapshot.read_objects(pk, "persistentvolumeclaims")),
+            classes=_sorted(snapshot.read_objects(pk, "storageclasses")),
+        ),
+    )
+
+
+def _autoscaling_extras(cluster: Cluster) -> dict[str, Any]:
+    """Return VPA recommendations and Cluster Autoscaler status (cached for 30 s)."""
+    key = f"slipway:cluster:{cluster.pk}:autoscaling"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    value: dict[str, Any] = {"vpa": None, "ca_status": None, "error": ""}
+    try:
+        with kube.connect(cluster) as b:
+            b.timeout = (2, 5)
+            value["vpa"] = b.vpa_recommendations()
+            value["ca_status"] = b.cluster_autoscaler_status()
+    except (kube.KubeError, kube.CredentialsError) as exc:
+        value["error"] = str(exc)
+    cache.set(key, value, 30)
+    return value
+
+
+@role_required("viewer")
+def hpa_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List HPAs; show VPA recommendations and Cluster Autoscaler status if present."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    return render(
+        request,
+        "clusters/hpa_list.html",
+        _context(
+            request,
+            cluster,
+            "hpas",
+            live_kinds="horizontalpodautoscalers",
+            hpas=_sorted(snapshot.read_objects(pk, "horizontalpodautoscalers")),
+            autoscaling=_autoscaling_extras(cluster),
+        ),
+    )
+
+
+@role_required("viewer")
+def event_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """List events, warnings first, newest first."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    events = sorted(
+        (dict(v, key=k) for k, v in snapshot.read_objects(pk, "events").items()),
+        key=lambda e: e.get("last") or "",
+        reverse=True,
+    )
+    events.sort(key=lambda e: e.get("type") != "Warning")
+    return render(
+        request,
+        "clusters/event_list.html",
+        _context(request, cluster, "events", live_kinds="events", events=events[:500]),
+    )
+
+
+# ------------------------------------------------------------- logs and YAML
+
+
+@role_required("viewer")
+def pod_logs(request: HttpRequest, pk: int, namespace: str, name: str) -> HttpResponse:
+    """Show a pod's log; the page follows it by polling ``pod_log_text``."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    pod = snapshot.read_object(pk, "pods", f"{namespace}/{name}") or {}
+    return render(
+        request,
+        "clusters/pod_logs.html",
+        _context(
+            request,
+            cluster,
+            "pods",
+            namespace=namespace,
+            name=name,
+            containers=pod.get("containers") or [],
+            container=request.GET.get("container", ""),
+        ),
+    )
+
+
+@role_required("viewer")
+def pod_log_text(
+    request: HttpRequest, pk: int, namespace: str, name: str
+) -> HttpResponse:
+    """Return the last lines of a container's log as text."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    try:
+        tail = max(1, min(int(request.GET.get("tail", "500")), 5000))
+    except ValueError:
+        tail = 500
+    try:
+        with kube.connect(cluster) as b:
+            text = b.pod_logs(
+                namespace, name, request.GET.get("container") or None, tail=tail
+            )
+        status = 200
+    except (kube.KubeError, kube.CredentialsError) as exc:
+        text, status = str(exc), 502 if not getattr(exc, "refused", False) else 403
+    return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)
+
+
+@role_required("viewer")
+def object_yaml(
+    request: HttpRequest, pk: int, kind: str, namespace: str, name: str
+) -> HttpResponse:
+    """Show any object as YAML (``-`` as namespace for cluster-scoped objects)."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    ns = None if namespace == "-" else namespace
+    error = ""
+    text = ""
+    try:
+        with kube.connect(cluster) as b:
+            text = b.get_object_yaml(kind, ns, name)
+    except (kube.KubeError, kube.CredentialsError) as exc:
+        error = str(exc)
+    return render(
+        request,
+        "clusters/object_yaml.html",
+        _context(
+            request,
+            cluster,
+            "",
+            kind=kind,
+            namespace=ns,
+            name=name,
+            text=text,
+            error=error,
+        ),
+        status=200 if not error else 404 if "not found" in error else 502,
+    )
+
+
+# ----------------------------------------------------------------------- actions
+
+
+def _back(request: HttpRequest, cluster: Cluster) -> HttpResponseRedirect:
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("clusters:cluster-detail", args=[cluster.pk])
+    return HttpResponseRedirect(target)
+
+
+@require_POST
+@role_required("operator")
+def cluster_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Do one action on the cluster (scale, restart, cordon …) and go back."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    if action not in services.ACTIONS or action == "apply":
+        raise PermissionDenied("Unknown action.")
+    params = {
+        k: v
+        for k, v in request.POST.items()
+        if k not in ("csrfmiddlewaretoken", "next")
+    }
+    result = services.perform_action(cluster, action, params, request=request)
+    (messages.success if result.ok else messages.error)(request, result.message)
+    return _back(request, cluster)
+
+
+@role_required("operator")
+def apply_yaml(request: HttpRequest, pk: int) -> HttpResponse:
+    """Apply YAML with server-side apply."""
+    cluster = get_object_or_404(Cluster, pk=pk)
+    form = ApplyForm(request.POST or None)
+    result = None
+    if request.method == "POST" and form.is_valid():
+        result = services.perform_action(
+            cluster, "apply", dict(form.cleaned_data), request=request
+        )
+        (messages.success if result.ok else messages.error)(request, result.message)
+        if result.ok:
+            return redirect("clusters:apply", pk)
+    return render(
+        request,
+        "clusters/apply.html",
+        _context(request, cluster, "apply", form=form, result=result),
+        status=422 if result is not None and not result.ok else 200,
+    )

@@ -1,0 +1,124 @@
+"""One multiplexed socket per browser tab: ``/ws/clusters/<id>/``.
+
+Authenticate (anonymous: close 4401), authorise (no role: close 4403; unknown
+cluster: 4404), send the snapshot of the subscribed kinds, then forward the
+monitor's diffs for those kinds. The client may send ``{"subscribe": ["pods"],
+"snapshot": true}`` at any time to change what it receives. Reads only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.generic.websocket import JsonWebsocketConsumer
+
+from core.roles import has_role
+
+from . import events, snapshot
+from .models import Cluster
+from .monitor import WATCHED
+
+KINDS = frozenset(WATCHED)
+
+
+def _kinds(value: Any) -> set[str]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list):
+        return set()
+    return {str(v) for v in value} & KINDS
+
+
+class ClusterConsumer(JsonWebsocketConsumer):
+    """Forward one cluster's changes to one browser tab."""
+
+    cluster_id: int
+    kinds: set[str]
+
+    def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            self.close(code=4401)
+            return
+        if not has_role(user, "viewer"):
+            self.close(code=4403)
+            return
+        self.cluster_id = int(self.scope["url_route"]["kwargs"]["cluster_id"])
+        if not Cluster.objects.filter(pk=self.cluster_id).exists():
+            self.close(code=4404)
+            return
+        query = self._query()
+        self.kinds = _kinds(query["kinds"]) if "kinds" in query else set(KINDS)
+        self.accept()
+        async_to_sync(self.channel_layer.group_add)(
+            events.group_name(self.cluster_id), self.channel_name
+        )
+        self._send_snapshot(self.kinds, objects=query.get("snapshot") != "0")
+
+    def disconnect(self, code: int) -> None:
+        if getattr(self, "cluster_id", None) is not None and self.channel_layer:
+            async_to_sync(self.channel_layer.group_discard)(
+                events.group_name(self.cluster_id), self.channel_name
+            )
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or "subscribe" not in content:
+            return
+        new = _kinds(content["subscribe"])
+        added = new - self.kinds
+        self.kinds = new
+        # "snapshot": true re-sends every subscribed kind (a reconnecting page);
+        # otherwise only newly added kinds get theirs.
+        wanted = new if content.get("snapshot") is True else added
+        if content.get("snapshot", True) and wanted:
+            self._send_snapshot(wanted, objects=True)
+
+    def _query(self) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(parse_qsl(raw, keep_blank_values=True))
+
+    def _send_snapshot(self, kinds: set[str], *, objects: bool) -> None:
+        state = snapshot.read_state(self.cluster_id)
+        self.send_json(
+            {
+                "type": "state",
+                "stale": snapshot.is_stale(state),
+                "status": {
+                    "reachable": state.get("reachable") == "1",
+                    "error": state.get("error", ""),
+                    "metrics": state.get("metrics", "unknown"),
+                },
+            }
+        )
+        if not objects:
+            return
+        for kind in sorted(kinds):
+            self.send_json(
+                {
+                    "type": "snapshot",
+                    "kind": kind,
+                    "objects": snapshot.read_objects(self.cluster_id, kind),
+                }
+            )
+
+    # Channel-layer handlers.
+
+    def cluster_change(self, event: dict[str, Any]) -> None:
+        changes = [c for c in event.get("changes", []) if c.get("kind") in self.kinds]
+        if not changes and "status" not in event:
+            return
+        message: dict[str, Any] = {
+            "type": "change",
+            "changes": changes,
+            "stale": event.get("stale", False),
+        }
+        if "status" in event:
+            message["status"] = event["status"]
+        self.send_json(message)
+
+    def cluster_metrics(self, event: dict[str, Any]) -> None:
+        if "nodes" in self.kinds:
+            self.send_json({**event, "type": "metrics"})
