@@ -879,7 +879,14 @@ class KubeBackend:
             kind="Eviction",
             metadata=k8s.V1ObjectMeta(name=name, namespace=namespace),
         )
-        self._call(self.core.create_namespaced_pod_eviction, name, namespace, body)
+        # The generated method sets no Content-Type for this POST; kubectl sends JSON.
+        self._call(
+            self.core.create_namespaced_pod_eviction,
+            name,
+            namespace,
+            body,
+            _headers={"Content-Type": "application/json"},
+        )
 
     def drain(self, node: str) -> DrainResult:
         """Cordon NODE, then evict its pods except DaemonSet and mirror pods.
