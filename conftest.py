@@ -61,10 +61,25 @@ def asgi_server(transactional_db: None) -> Iterator[AsgiServer]:
     server.stop()
 
 
-@pytest.fixture
-def workers(
-    transactional_db: None, tmp_path_factory: pytest.TempPathFactory
+@pytest.fixture(scope="session")
+def _session_workers(
+    django_db_setup: None,
+    django_db_blocker: object,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[CeleryWorker]]:
-    """Two real Celery worker processes on the test database and Redis."""
+    # One pair for the whole session: starting Celery takes seconds, and the workers
+    # only need the test database to exist (each test's rows are its own).
     with celery_workers(tmp_path_factory.mktemp("workers"), count=2) as started:
         yield started
+
+
+@pytest.fixture
+def workers(
+    transactional_db: None, _session_workers: list[CeleryWorker]
+) -> list[CeleryWorker]:
+    """Two real Celery worker processes on the test database and Redis."""
+    for worker in _session_workers:
+        assert worker.proc is not None and worker.proc.poll() is None, (
+            worker.log_text()[-2000:]
+        )
+    return _session_workers

@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from core import views as core_views
+from pipelines import hook_views
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
@@ -16,6 +17,7 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("hooks/<str:forge>/<str:name>/", hook_views.receive, name="webhook"),
     path("", include("pipelines.urls")),
     path("clusters/", include("clusters.urls")),
 ]

@@ -294,6 +294,10 @@ class Job(models.Model):
     executor = models.CharField(max_length=20, default="shell")
     queue = models.CharField(max_length=100, default="default")
     attempt = models.PositiveIntegerField(default=1)
+    retried = models.BooleanField(
+        default=False,
+        help_text="A newer attempt of this job exists; the plan ignores it.",
+    )
     reason = models.CharField(
         max_length=500, blank=True, help_text="Why the job is not running."
     )

@@ -100,6 +100,11 @@ class CeleryWorker:
         self.log_path: Path | None = None
 
     def start(self, log_dir: Path) -> CeleryWorker:
+        self.launch(log_dir)
+        self.wait_ready()
+        return self
+
+    def launch(self, log_dir: Path) -> None:
         self.log_path = log_dir / f"worker-{self.name}.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -129,14 +134,16 @@ class CeleryWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        assert self.proc is not None and self.log_path is not None
+        deadline = time.monotonic() + timeout
         while b"ready." not in self.log_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise ServerError(
                     f"worker {self.name} failed:\n{self.log_text()[-3000:]}"
                 )
-            time.sleep(0.1)
-        return self
+            time.sleep(0.05)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -167,10 +174,13 @@ def celery_workers(
     log_dir: Path, count: int = 2, **kwargs: object
 ) -> Iterator[list[CeleryWorker]]:
     """Start COUNT workers; stop them all afterwards."""
-    workers: list[CeleryWorker] = []
+    workers = [CeleryWorker(f"w{index}", **kwargs) for index in range(count)]  # type: ignore[arg-type]
     try:
-        for index in range(count):
-            workers.append(CeleryWorker(f"w{index}", **kwargs).start(log_dir))  # type: ignore[arg-type]
+        # Start them side by side: each takes seconds to import Django and Celery.
+        for worker in workers:
+            worker.launch(log_dir)
+        for worker in workers:
+            worker.wait_ready()
         yield workers
     finally:
         for worker in workers:

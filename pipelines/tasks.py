@@ -1,0 +1,82 @@
+"""Celery tasks: thin doors into the services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_ready, worker_shutdown
+
+from . import services, workers
+from .models import Job
+
+logger = logging.getLogger(__name__)
+_announcer: workers.Announcer | None = None
+
+
+@shared_task(name="pipelines.start_run", acks_late=True)
+def start_run(run_id: int) -> None:
+    services.start_run(run_id)
+
+
+@shared_task(name="pipelines.advance_run", acks_late=True)
+def advance_run(run_id: int) -> None:
+    services.advance_run(run_id)
+
+
+@shared_task(name="pipelines.run_job", bind=True, acks_late=True)
+def run_job(self, job_id: int) -> None:  # type: ignore[no-untyped-def]
+    job = Job.objects.claim(
+        job_id, worker=self.request.hostname or services.current_worker()
+    )
+    if job is None:
+        return  # Claimed, finished or canceled already: a redelivery does nothing.
+    services.execute_job(job)
+
+
+@shared_task(name="pipelines.reap_lapsed_jobs")
+def reap_lapsed_jobs() -> int:
+    return services.reap_lapsed_jobs()
+
+
+@shared_task(
+    name="pipelines.report_commit_status",
+    autoretry_for=(OSError,),
+    retry_backoff=5,
+    max_retries=5,
+)
+def report_commit_status(run_id: int) -> None:
+    from . import forge_status
+
+    forge_status.report(run_id)
+
+
+@worker_ready.connect
+def _announce(sender, **kwargs):  # type: ignore[no-untyped-def]
+    """Register this worker and subscribe it to the executor queues it can serve."""
+    global _announcer
+    consumer = sender
+    queues = sorted(q.name for q in consumer.task_consumer.queues)
+    capabilities = workers.executor_capabilities()
+    for base in list(queues):
+        if ":" in base:
+            continue
+        for executor, why in capabilities.items():
+            name = f"{base}:{executor}"
+            if executor != "shell" and not why and name not in queues:
+                consumer.add_task_queue(name)
+                queues.append(name)
+    _announcer = workers.Announcer(
+        consumer.hostname, queues, consumer.controller.concurrency
+    )
+    _announcer.executors = capabilities
+    _announcer.start()
+    logger.info(
+        "worker %s serves %s; executors %s", consumer.hostname, queues, capabilities
+    )
+
+
+@worker_shutdown.connect
+def _withdraw(**kwargs):  # type: ignore[no-untyped-def]
+    if _announcer is not None:
+        _announcer.stop()
