@@ -37,6 +37,9 @@ class ClusterConsumer(JsonWebsocketConsumer):
     kinds: set[str]
 
     def connect(self) -> None:
+        # Accept first and then close with a code: closing during the handshake
+        # becomes a bare HTTP 403, and the browser could not tell why.
+        self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             self.close(code=4401)
@@ -44,13 +47,13 @@ class ClusterConsumer(JsonWebsocketConsumer):
         if not has_role(user, "viewer"):
             self.close(code=4403)
             return
-        self.cluster_id = int(self.scope["url_route"]["kwargs"]["cluster_id"])
-        if not Cluster.objects.filter(pk=self.cluster_id).exists():
+        cluster_id = int(self.scope["url_route"]["kwargs"]["cluster_id"])
+        if not Cluster.objects.filter(pk=cluster_id).exists():
             self.close(code=4404)
             return
+        self.cluster_id = cluster_id
         query = self._query()
         self.kinds = _kinds(query["kinds"]) if "kinds" in query else set(KINDS)
-        self.accept()
         async_to_sync(self.channel_layer.group_add)(
             events.group_name(self.cluster_id), self.channel_name
         )
