@@ -1054,7 +1054,7 @@ class FakeKubeServer:
                 404, "the server could not find the requested resource", "NotFound", {}
             )
         q = rec.query
-        is_watch = q.get("watch") in ("1", "true", "True")
+        is_watch = _truthy(q.get("watch"))
         if method == "GET":
             verb = "get" if name else ("watch" if is_watch else "list")
         else:
@@ -1407,7 +1407,7 @@ class FakeKubeServer:
     def _patch(self, request, rec, rt, namespace, name, sub):
         ptype, body = self._decode_patch(rec)
         manager = self._manager(rec)
-        force = rec.query.get("force") in ("true", "1")
+        force = _truthy(rec.query.get("force"))
         dry = rec.query.get("dryRun") == "All"
         store = self.store
         with store.lock:
@@ -1581,8 +1581,8 @@ class FakeKubeServer:
             return lmatch(obj["metadata"].get("labels") or {}) and fmatch(obj)
 
         rv = q.get("resourceVersion")
-        send_initial = q.get("sendInitialEvents") == "true"
-        allow_bm = q.get("allowWatchBookmarks") in ("true", "1")
+        send_initial = _truthy(q.get("sendInitialEvents"))
+        allow_bm = _truthy(q.get("allowWatchBookmarks"))
         if send_initial and (
             not allow_bm or q.get("resourceVersionMatch") != "NotOlderThan"
         ):
@@ -2144,7 +2144,7 @@ class FakeKubeServer:
         tail = q.get("tailLines")
         if tail is not None:
             lines = lines[-int(tail) :] if int(tail) > 0 else []
-        ts = q.get("timestamps") in ("true", "1")
+        ts = _truthy(q.get("timestamps"))
 
         def fmt(line: str) -> bytes:
             if ts:
@@ -2154,7 +2154,7 @@ class FakeKubeServer:
             return line.encode()
 
         limit = int(q["limitBytes"]) if q.get("limitBytes") else None
-        if q.get("follow") not in ("true", "1"):
+        if not _truthy(q.get("follow")):
             data = b"".join(fmt(line) for line in lines)
             if limit is not None:
                 data = data[:limit]
@@ -2349,6 +2349,10 @@ class FakeKubeServer:
                 "items": items,
             }
         )
+
+
+def _truthy(v: str | None) -> bool:
+    return (v or "").lower() in ("true", "1")
 
 
 def _go_kind(v: Any) -> str:
