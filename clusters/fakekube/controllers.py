@@ -1372,30 +1372,51 @@ def populate(
         n_ip = 0
         drt, rsrt = resolve("deployments.apps"), resolve("replicasets.apps")
 
+        spec_cache: dict = {}
+
         def make_pod(ns, name, labels, containers, owner=None, gen_name=None):
+            # Pods of one owner share their (never mutated in place) spec sub-objects:
+            # the store copies before every write, so this is safe and keeps populate fast.
             nonlocal n_ip
             node = node_names[n_ip % len(node_names)] if node_names else None
             n_ip += 1
+            key = (ns, gen_name or "")
+            if key not in spec_cache:
+                proto = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "x", "namespace": ns},
+                    "spec": {"containers": copy.deepcopy(containers)},
+                }
+                default_object(prt, proto, rng)
+                admit(prt, proto, rng)
+                running = _running_status(
+                    "0.0.0.0", "10.0.0.1", proto["spec"]["containers"], now
+                )
+                spec_cache[key] = (proto["spec"], running)
+            spec, running = spec_cache[key]
+            meta = {"name": name, "namespace": ns, "labels": labels}
+            if gen_name:
+                meta = {
+                    "name": name,
+                    "generateName": gen_name,
+                    "namespace": ns,
+                    "labels": labels,
+                }
+            if owner:
+                meta["ownerReferences"] = [owner]
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-                "spec": {"containers": copy.deepcopy(containers)},
+                "metadata": meta,
+                "spec": dict(spec),
             }
-            if gen_name:
-                pod["metadata"]["generateName"] = gen_name
-            if owner:
-                pod["metadata"]["ownerReferences"] = [owner]
-            default_object(prt, pod, rng)
-            admit(prt, pod, rng)
             if node:
+                ip = f"10.244.{n_ip // 250 % 250}.{n_ip % 250 + 1}"
                 pod["spec"]["nodeName"] = node
-                pod["status"] = _running_status(
-                    f"10.244.{n_ip // 250 % 250}.{n_ip % 250 + 1}",
-                    "10.0.0.1",
-                    pod["spec"]["containers"],
-                    now,
-                )
+                pod["status"] = dict(running, podIP=ip, podIPs=[{"ip": ip}])
+            else:
+                pod["status"] = {"phase": "Pending", "qosClass": running["qosClass"]}
             return insert(pod, prt)
 
         containers = [

@@ -1268,7 +1268,7 @@ class FakeKubeServer:
                 table = self._table(rt, items, list_rv)
                 table["metadata"] = meta
                 return _json_response(table)
-            parts = [compact_json(_strip_type(o)) for o in items]
+            parts = [store.item_json(o) for o in items]
         head = compact_json(
             {"kind": rt.kind + "List", "apiVersion": rt.api_version, "metadata": meta}
         )
@@ -1462,19 +1462,13 @@ class FakeKubeServer:
             )
             mf = obj["metadata"].pop("managedFields")
             created = store.create(
-                obj, namespace=namespace, rt=rt, record=False, dry_run=dry
+                obj,
+                namespace=namespace,
+                rt=rt,
+                record=False,
+                dry_run=dry,
+                managed_fields=mf,
             )
-            if not dry:
-
-                def setmf(o):
-                    o["metadata"]["managedFields"] = mf
-
-                with store.lock:
-                    raw = store.get_raw(rt, namespace or "", name)
-                    raw["metadata"]["managedFields"] = mf
-                created["metadata"]["managedFields"] = mf
-            else:
-                created["metadata"]["managedFields"] = mf
             created = order_object(created)
             return _json_response(created, 201)
         try:

@@ -198,6 +198,7 @@ class Store:
         self._compacted = 0
         self.history_limit = history_limit
         self._listeners: list[Callable[[Event], None]] = []
+        self._ser: dict[int, tuple[dict, str]] = {}
         self.rng = random.Random(seed)
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.create(
@@ -223,6 +224,20 @@ class Store:
             if rv < self._rv:
                 raise ValueError("resourceVersion can only move forward")
             self._rv = rv
+
+    def item_json(self, obj: dict) -> str:
+        """Compact JSON of a stored object without kind/apiVersion (list item form),
+        cached: stored objects are immutable (every write stores a new dict)."""
+        hit = self._ser.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        text = compact_json(
+            {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+        )
+        if len(self._ser) > 200_000:
+            self._ser.clear()
+        self._ser[id(obj)] = (obj, text)
+        return text
 
     def add_listener(self, fn: Callable[[Event], None]) -> None:
         with self._lock:
@@ -363,6 +378,7 @@ class Store:
         record: bool = True,
         dry_run: bool = False,
         emit: bool = True,
+        managed_fields: list | None = None,
     ) -> dict:
         rt = rt or _rt_for_obj(obj)
         obj = copy.deepcopy(obj)
@@ -419,6 +435,8 @@ class Store:
                 managed.record_update(
                     None, obj, manager, rt.api_version, meta["creationTimestamp"]
                 )
+            if managed_fields is not None:
+                meta["managedFields"] = managed_fields
             admit(rt, obj, self.rng)
             if dry_run:
                 return order_object(obj)
