@@ -19,7 +19,8 @@ def _user(username: str, role: str | None, *, superuser: bool = False) -> User:
         is_superuser=superuser,
     )
     if role:
-        user.groups.add(Group.objects.get(name=role))
+        # get_or_create: transactional tests flush the groups the migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
 
 

@@ -105,7 +105,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         _db["TEST"] = {"NAME": _test_name}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6479/0")
 if urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:

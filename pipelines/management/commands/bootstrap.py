@@ -35,7 +35,7 @@ class Command(BaseCommand):
         user = User.objects.create_superuser(
             username, f"{username}@localhost", password
         )
-        user.groups.add(Group.objects.get(name="admin"))
+        user.groups.add(Group.objects.get_or_create(name="admin")[0])
         shown = (
             "(from SLIPWAY_ADMIN_PASSWORD)"
             if "SLIPWAY_ADMIN_PASSWORD" in os.environ
