@@ -135,12 +135,21 @@ class LogServer:
 
     # -- scenarios ---------------------------------------------------------
     def scenario_basic(self, ws, cursor, nth):
-        ws.send(json.dumps({"type": "status", "status": "running", "exit_code": None, "finished": False}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "status",
+                    "status": "running",
+                    "exit_code": None,
+                    "finished": False,
+                }
+            )
+        )
         texts = [
             "Running with slipway-runner 1.0",
             f"{ESC}[32mgreen{ESC}[0m plain {ESC}[1;31mbold red{ESC}[0m",
             f"{ESC}[38;5;208morange256{ESC}[0m {ESC}[38;2;10;20;30mtruecolor{ESC}[0m {ESC}[44mbluebg{ESC}[0m",
-            "<script>window.xssFired = true</script><img src=x onerror=\"window.xssFired=true\">",
+            '<script>window.xssFired = true</script><img src=x onerror="window.xssFired=true">',
             f"{ESC}[2K{ESC}[1Gcursor moves stripped{ESC}]0;title{ESC}\\",
         ]
         n = cursor
@@ -153,7 +162,16 @@ class LogServer:
             n += 5
             ws.send(lines_msg(batch))
             time.sleep(0.03)
-        ws.send(json.dumps({"type": "status", "status": "success", "exit_code": 0, "finished": True}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "status",
+                    "status": "success",
+                    "exit_code": 0,
+                    "finished": True,
+                }
+            )
+        )
         ws.send(json.dumps({"type": "end"}))
         time.sleep(0.2)
 
@@ -170,16 +188,30 @@ class LogServer:
         # resume with a deliberate overlap of 5 lines the client must ignore
         start = max(1, cursor - 4)
         ws.send(lines_msg([mk(i) for i in range(start, 121)]))
-        ws.send(json.dumps({"type": "status", "status": "failed", "exit_code": 2, "finished": True}))
+        ws.send(
+            json.dumps(
+                {"type": "status", "status": "failed", "exit_code": 2, "finished": True}
+            )
+        )
         ws.send(json.dumps({"type": "end"}))
         time.sleep(0.2)
 
     def scenario_sections(self, ws, cursor, nth):
         L = []
         L.append(mk(1, "before"))
-        L.append(mk(2, f"{ESC}[0Ksection_start:1700000000:prepare\r{ESC}[0K{ESC}[36;1mPreparing environment{ESC}[0m"))
+        L.append(
+            mk(
+                2,
+                f"{ESC}[0Ksection_start:1700000000:prepare\r{ESC}[0K{ESC}[36;1mPreparing environment{ESC}[0m",
+            )
+        )
         L.append(mk(3, "prep one"))
-        L.append(mk(4, f"{ESC}[0Ksection_start:1700000001:inner[collapsed=true]\r{ESC}[0KInner step"))
+        L.append(
+            mk(
+                4,
+                f"{ESC}[0Ksection_start:1700000001:inner[collapsed=true]\r{ESC}[0KInner step",
+            )
+        )
         L.append(mk(5, "inner hidden"))
         L.append(mk(6, f"{ESC}[0Ksection_end:1700000003:inner\r{ESC}[0K"))
         L.append(mk(7, "prep two"))
@@ -191,7 +223,14 @@ class LogServer:
 
     def scenario_anchor(self, ws, cursor, nth):
         for start in range(cursor + 1, 301, 50):
-            ws.send(lines_msg([mk(i, f"anchor line {i}") for i in range(start, min(start + 50, 301))]))
+            ws.send(
+                lines_msg(
+                    [
+                        mk(i, f"anchor line {i}")
+                        for i in range(start, min(start + 50, 301))
+                    ]
+                )
+            )
             time.sleep(0.02)
         ws.send(json.dumps({"type": "end"}))
         time.sleep(0.2)
@@ -205,13 +244,31 @@ class LogServer:
         time.sleep(0.2)
 
     def scenario_big(self, ws, cursor, nth):
-        ws.send(json.dumps({"type": "status", "status": "running", "exit_code": None, "finished": False}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "status",
+                    "status": "running",
+                    "exit_code": None,
+                    "finished": False,
+                }
+            )
+        )
         batch = self.big_batch
         for k, payload in enumerate(self.big_payloads()):
             if (k + 1) * batch <= cursor:
                 continue  # a reconnect resumes after the cursor (the client drops overlaps)
             ws.send(payload)
-        ws.send(json.dumps({"type": "status", "status": "success", "exit_code": 0, "finished": True}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "status",
+                    "status": "success",
+                    "exit_code": 0,
+                    "finished": True,
+                }
+            )
+        )
         ws.send(json.dumps({"type": "end"}))
         time.sleep(0.5)
 
@@ -219,7 +276,9 @@ class LogServer:
 @pytest.fixture(scope="module")
 def log_server():
     logs = LogServer()
-    server = ws_sync.serve(logs.handler, "127.0.0.1", 0, max_size=None, compression=None)
+    server = ws_sync.serve(
+        logs.handler, "127.0.0.1", 0, max_size=None, compression=None
+    )
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     port = server.socket.getsockname()[1]
@@ -254,7 +313,9 @@ def wait_until(pg, expr: str, timeout: float = 10.0):
     pg.wait_for_function(expr, timeout=timeout * 1000, polling=50)
 
 
-def open_log(pg, http_base, log_server, scenario: str, extra: str = "", hash_: str = ""):
+def open_log(
+    pg, http_base, log_server, scenario: str, extra: str = "", hash_: str = ""
+):
     ws = f"{log_server.base}/ws/{scenario}/"
     pg.goto(f"{http_base}/harness/logviewer.html?ws={ws}{extra}{hash_}")
 
@@ -264,7 +325,9 @@ def open_log(pg, http_base, log_server, scenario: str, extra: str = "", hash_: s
 
 def test_lines_live_in_order_with_ansi_and_escaping(page, http_base, log_server):
     open_log(page, http_base, log_server, "basic")
-    wait_until(page, "window.viewer && window.viewer.ended && window.viewer.lineCount === 55")
+    wait_until(
+        page, "window.viewer && window.viewer.ended && window.viewer.lineCount === 55"
+    )
     v = page.evaluate(
         "({n: viewer.lineCount, c: viewer.cursor, s: viewer.status, ev: statusEvents.map(e => e.status)})"
     )
@@ -284,10 +347,19 @@ def test_lines_live_in_order_with_ansi_and_escaping(page, http_base, log_server)
     assert "color:rgb(10,20,30)" in html3
     assert 'class="ansi-bg-4"' in html3
     assert ESC not in page.inner_text('.lv-line[data-line="5"] .lv-text')
-    assert page.inner_text('.lv-line[data-line="5"] .lv-text') == "cursor moves stripped"
+    assert (
+        page.inner_text('.lv-line[data-line="5"] .lv-text') == "cursor moves stripped"
+    )
     # HTML is shown literally, never executed
-    assert page.inner_text('.lv-line[data-line="4"] .lv-text').startswith("<script>window.xssFired")
-    assert page.evaluate("document.querySelectorAll('.lv-rows script, .lv-rows img').length") == 0
+    assert page.inner_text('.lv-line[data-line="4"] .lv-text').startswith(
+        "<script>window.xssFired"
+    )
+    assert (
+        page.evaluate(
+            "document.querySelectorAll('.lv-rows script, .lv-rows img').length"
+        )
+        == 0
+    )
     assert page.evaluate("window.xssFired") is False
     # live status helper updated the page header badge
     assert "status-success" in page.get_attribute('[data-status-for="job-17"]', "class")
@@ -300,7 +372,9 @@ def test_reconnect_resumes_from_cursor_without_duplicates(page, http_base, log_s
     conns = log_server.connections["drop"]
     assert conns[0] == 0
     assert conns[1] == 60, conns  # resumed from the last line it had
-    state = page.evaluate("({n: viewer.lineCount, c: viewer.cursor, s: viewer.status, x: viewer.exitCode})")
+    state = page.evaluate(
+        "({n: viewer.lineCount, c: viewer.cursor, s: viewer.status, x: viewer.exitCode})"
+    )
     assert state == {"n": 120, "c": 120, "s": "failed", "x": 2}
     texts = page.evaluate("Array.from({length: 120}, (_, i) => viewer.lineText(i + 1))")
     assert texts == [f"line {i}" for i in range(1, 121)]
@@ -309,7 +383,9 @@ def test_reconnect_resumes_from_cursor_without_duplicates(page, http_base, log_s
     for top in (0, 800, 1600, 2400):
         page.evaluate(f"viewer.el.scroll.scrollTop = {top}")
         page.wait_for_timeout(60)
-        seen += page.eval_on_selector_all(".lv-line", "els => els.map(e => +e.dataset.line)")
+        seen += page.eval_on_selector_all(
+            ".lv-line", "els => els.map(e => +e.dataset.line)"
+        )
     assert sorted(set(seen)) == list(range(1, 121))
     # "end" stops reconnects
     page.wait_for_timeout(1500)
@@ -323,7 +399,9 @@ def test_sections_collapse_and_expand(page, http_base, log_server):
     page.wait_for_timeout(100)
 
     def shown():
-        return page.eval_on_selector_all(".lv-line", "els => els.map(e => +e.dataset.line)")
+        return page.eval_on_selector_all(
+            ".lv-line", "els => els.map(e => +e.dataset.line)"
+        )
 
     # inner section starts collapsed; marker-only end lines are not rows
     assert shown() == [1, 2, 3, 4, 7, 9]
@@ -349,10 +427,15 @@ def test_sections_collapse_and_expand(page, http_base, log_server):
 
 
 def test_line_anchor_scrolls_and_highlights(page, http_base, log_server):
-    open_log(page, http_base, log_server, "anchor", extra="&height=300px", hash_="#L250")
+    open_log(
+        page, http_base, log_server, "anchor", extra="&height=300px", hash_="#L250"
+    )
     wait_until(page, "window.viewer && window.viewer.ended && viewer.lineCount === 300")
     wait_until(page, "!!document.querySelector('.lv-line.lv-target')")
-    assert page.evaluate("+document.querySelector('.lv-line.lv-target').dataset.line") == 250
+    assert (
+        page.evaluate("+document.querySelector('.lv-line.lv-target').dataset.line")
+        == 250
+    )
     box = page.locator('.lv-line[data-line="250"]').bounding_box()
     sbox = page.locator(".lv-scroll").bounding_box()
     assert sbox["y"] <= box["y"] <= sbox["y"] + sbox["height"] - box["height"]
@@ -361,19 +444,26 @@ def test_line_anchor_scrolls_and_highlights(page, http_base, log_server):
     page.click('.lv-line[data-line="245"] .lv-num')
     page.wait_for_timeout(80)
     assert page.evaluate("location.hash") == "#L245"
-    assert page.evaluate("+document.querySelector('.lv-line.lv-target').dataset.line") == 245
+    assert (
+        page.evaluate("+document.querySelector('.lv-line.lv-target').dataset.line")
+        == 245
+    )
 
 
 def test_search_counts_and_navigates(page, http_base, log_server):
     open_log(page, http_base, log_server, "search", extra="&height=400px")
-    wait_until(page, "window.viewer && window.viewer.ended && viewer.lineCount === 2000")
+    wait_until(
+        page, "window.viewer && window.viewer.ended && viewer.lineCount === 2000"
+    )
     page.fill(".lv-search-input", "needle")
     wait_until(page, "document.querySelector('.lv-count').textContent === '1 / 3'")
     assert page.inner_text(".lv-line .lv-match-current") == "NEEDLE"
     page.press(".lv-search-input", "Enter")
     wait_until(page, "document.querySelector('.lv-count').textContent === '2 / 3'")
     # the match that spans a colour change is highlighted across the spans
-    cur = page.evaluate("document.querySelector('.lv-match-current').closest('.lv-line').dataset.line")
+    cur = page.evaluate(
+        "document.querySelector('.lv-match-current').closest('.lv-line').dataset.line"
+    )
     assert cur == "1000"
     page.press(".lv-search-input", "Shift+Enter")
     wait_until(page, "document.querySelector('.lv-count').textContent === '1 / 3'")
@@ -381,7 +471,9 @@ def test_search_counts_and_navigates(page, http_base, log_server):
     wait_until(page, "document.querySelector('.lv-count').textContent === 'No results'")
 
 
-def test_follow_turns_off_on_scroll_up_and_back_on_at_bottom(page, http_base, log_server):
+def test_follow_turns_off_on_scroll_up_and_back_on_at_bottom(
+    page, http_base, log_server
+):
     open_log(page, http_base, log_server, "anchor", extra="&height=300px")
     wait_until(page, "window.viewer && window.viewer.ended && viewer.lineCount === 300")
     page.wait_for_timeout(100)
@@ -425,7 +517,9 @@ def test_million_lines_stay_responsive_and_virtualised(page, http_base, log_serv
     load_s = time.monotonic() - t0
     n = page.evaluate("viewer.lineCount")
     lag = page.evaluate("window.__lag")
-    heap = page.evaluate("performance.memory ? Math.round(performance.memory.usedJSHeapSize / 1e6) : -1")
+    heap = page.evaluate(
+        "performance.memory ? Math.round(performance.memory.usedJSHeapSize / 1e6) : -1"
+    )
     print(
         f"\n1M-line log: {n} lines in {load_s:.2f}s, worst evaluate('1') round-trip "
         f"{worst_ping * 1000:.0f} ms over {samples} samples, worst in-page event-loop lag "
@@ -440,15 +534,21 @@ def test_million_lines_stay_responsive_and_virtualised(page, http_base, log_serv
     # jumping to an arbitrary line and searching stay quick
     s0 = time.monotonic()
     page.evaluate("viewer.scrollToLine(500000)")
-    wait_until(page, "!!document.querySelector('.lv-line.lv-target[data-line=\"500000\"]')")
+    wait_until(
+        page, "!!document.querySelector('.lv-line.lv-target[data-line=\"500000\"]')"
+    )
     jump_ms = (time.monotonic() - s0) * 1000
     s0 = time.monotonic()
     page.fill(".lv-search-input", "step 777000")
-    wait_until(page, "document.querySelector('.lv-count').textContent === '1 / 1'", timeout=30)
+    wait_until(
+        page, "document.querySelector('.lv-count').textContent === '1 / 1'", timeout=30
+    )
     search_ms = (time.monotonic() - s0) * 1000
     p0 = time.monotonic()
     page.evaluate("1")
-    print(f"jump to L500000: {jump_ms:.0f} ms; full search: {search_ms:.0f} ms; ping after {1000 * (time.monotonic() - p0):.0f} ms")
+    print(
+        f"jump to L500000: {jump_ms:.0f} ms; full search: {search_ms:.0f} ms; ping after {1000 * (time.monotonic() - p0):.0f} ms"
+    )
     assert page.evaluate("document.querySelectorAll('.lv-line').length") <= 400
     page.screenshot(path=str(SHOTS / "slipway-log-1m.png"))
 
@@ -458,16 +558,26 @@ def test_million_lines_stay_responsive_and_virtualised(page, http_base, log_serv
 
 def test_pipeline_graph_renders_edges_and_updates(page, http_base):
     page.goto(f"{http_base}/harness/pipeline.html")
-    wait_until(page, "window.graph && document.querySelectorAll('.pg-job').length === 9")
-    stages = page.eval_on_selector_all(".pg-stage", "els => els.map(e => e.dataset.stage)")
+    wait_until(
+        page, "window.graph && document.querySelectorAll('.pg-job').length === 9"
+    )
+    stages = page.eval_on_selector_all(
+        ".pg-stage", "els => els.map(e => e.dataset.stage)"
+    )
     assert stages == ["lint", "build", "test", "deploy"]
-    xs = page.eval_on_selector_all(".pg-stage", "els => els.map(e => e.getBoundingClientRect().left)")
+    xs = page.eval_on_selector_all(
+        ".pg-stage", "els => els.map(e => e.getBoundingClientRect().left)"
+    )
     assert xs == sorted(xs) and len(set(xs)) == 4  # columns, left to right
-    edges = page.eval_on_selector_all(".pg-edge", "els => els.map(e => e.dataset.from + '>' + e.dataset.to)")
+    edges = page.eval_on_selector_all(
+        ".pg-edge", "els => els.map(e => e.dataset.from + '>' + e.dataset.to)"
+    )
     assert sorted(edges) == sorted(["1>3", "3>4", "3>5", "4>6", "5>8", "6>8", "8>9"])
     assert page.get_attribute('[data-job-id="3"]', "href") == "#job-3"
     assert "status-success" in page.get_attribute('[data-job-id="3"]', "class")
-    assert page.text_content('[data-job-id="5"] .pg-tip').endswith("waiting for a runner")
+    assert page.text_content('[data-job-id="5"] .pg-tip').endswith(
+        "waiting for a runner"
+    )
     d_before = page.get_attribute('.pg-edge[data-to="4"]', "d")
     page.evaluate("graph.update({id: 5, status: 'running', duration: null})")
     cls = page.get_attribute('[data-job-id="5"]', "class")
@@ -476,7 +586,9 @@ def test_pipeline_graph_renders_edges_and_updates(page, http_base):
     assert page.inner_text('[data-job-id="4"] .pg-dur') == "2m 05s"
     page.set_viewport_size({"width": 700, "height": 860})
     page.wait_for_timeout(200)
-    assert page.evaluate("document.querySelector('.pg').scrollWidth > document.querySelector('.pg').clientWidth")
+    assert page.evaluate(
+        "document.querySelector('.pg').scrollWidth > document.querySelector('.pg').clientWidth"
+    )
     assert page.get_attribute('.pg-edge[data-to="4"]', "d") != "" and d_before
     assert not page.js_errors
 
@@ -490,7 +602,9 @@ def test_copy_confirm_relative_time_and_apply_status(page, http_base):
     page.click('[data-copy-target="#snippet"]')
     assert page.inner_text('[data-copy-target="#snippet"]') == "Copied"
     # confirm: cancel stops the submit, accept lets it through
-    page.evaluate("window.submitted = 0; document.querySelector('form[data-confirm]').addEventListener('submit', e => { e.preventDefault(); window.submitted++; })")
+    page.evaluate(
+        "window.submitted = 0; document.querySelector('form[data-confirm]').addEventListener('submit', e => { e.preventDefault(); window.submitted++; })"
+    )
     page.once("dialog", lambda d: d.dismiss())
     page.click("form[data-confirm] button[type=submit]")
     assert page.evaluate("window.submitted") == 0
@@ -498,15 +612,23 @@ def test_copy_confirm_relative_time_and_apply_status(page, http_base):
     page.click("form[data-confirm] button[type=submit]")
     assert page.evaluate("window.submitted") == 1
     # relative time
-    assert page.evaluate("Slipway.time.relative(new Date(Date.now() - 180000))") == "3 min ago"
-    assert page.evaluate("document.querySelector('time[data-relative]').textContent") == "Jan 1, 2025"
+    assert (
+        page.evaluate("Slipway.time.relative(new Date(Date.now() - 180000))")
+        == "3 min ago"
+    )
+    assert (
+        page.evaluate("document.querySelector('time[data-relative]').textContent")
+        == "Jan 1, 2025"
+    )
     rel = page.evaluate(
         "(() => { const t = document.createElement('time'); t.setAttribute('data-relative', '');"
         " t.setAttribute('datetime', new Date(Date.now() - 2 * 3600e3).toISOString());"
         " document.body.appendChild(t); Slipway.time.refresh(); return [t.textContent, t.title]; })()"
     )
     assert rel[0] == "2 h ago" and rel[1]
-    page.evaluate("Slipway.live.applyStatus({kind: 'run', id: 42, status: 'failed', duration: 65})")
+    page.evaluate(
+        "Slipway.live.applyStatus({kind: 'run', id: 42, status: 'failed', duration: 65})"
+    )
     el = '[data-status-for="run-42"]'
     assert "status-failed" in page.get_attribute(el, "class")
     assert "status-running" not in page.get_attribute(el, "class")
@@ -523,12 +645,16 @@ def test_copy_confirm_relative_time_and_apply_status(page, http_base):
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots(browser, http_base, log_server, scheme):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    ctx = browser.new_context(
+        viewport={"width": 1280, "height": 900}, color_scheme=scheme
+    )
     pg = ctx.new_page()
     try:
         pg.goto(f"{http_base}/harness/components.html")
         pg.wait_for_timeout(300)
-        pg.screenshot(path=str(SHOTS / f"slipway-components-{scheme}.png"), full_page=True)
+        pg.screenshot(
+            path=str(SHOTS / f"slipway-components-{scheme}.png"), full_page=True
+        )
         pg.goto(f"{http_base}/harness/pipeline.html")
         pg.wait_for_timeout(300)
         pg.screenshot(path=str(SHOTS / f"slipway-pipeline-{scheme}.png"))
@@ -560,4 +686,3 @@ def test_theme_toggle_persists(page, http_base):
     assert page.evaluate("localStorage.getItem('slipway.theme')") == "dark"
     bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg == "rgb(13, 17, 23)"
-

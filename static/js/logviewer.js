@@ -440,6 +440,7 @@
         q.shift();
       } else {
         q.shift();
+        if (changed) { this._afterAppend(); changed = false; } // e.g. resolve #L anchors before "end"
         this._handleControl(msg);
       }
       if (performance.now() - t0 > budgetMs && q.length) { more = true; break; }
