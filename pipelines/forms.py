@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.utils import timezone
 
 from .models import VARIABLE_NAME_VALIDATOR, Repository, Schedule, Variable
@@ -47,6 +48,13 @@ def format_variables(variables: dict[str, Any] | None) -> str:
     return "\n".join(f"{k}={v}" for k, v in (variables or {}).items())
 
 
+def _formfield(field: Any, **kwargs: Any) -> Any:
+    # URLs without a scheme are https:// (Django 6's default; silences its warning).
+    if isinstance(field, models.URLField):
+        kwargs["assume_scheme"] = "https"
+    return field.formfield(**kwargs)
+
+
 class RepositoryForm(forms.ModelForm):
     """Create or edit a repository; credentials are write-only."""
 
@@ -70,12 +78,6 @@ class RepositoryForm(forms.ModelForm):
             }
         ),
     )
-    forge_api_url = forms.URLField(
-        label="Forge API URL",
-        required=False,
-        assume_scheme="https",
-        help_text="API base URL for commit statuses, e.g. https://api.github.com.",
-    )
     clear_https_token = forms.BooleanField(label="Remove the token", required=False)
     clear_ssh_private_key = forms.BooleanField(
         label="Remove the SSH key", required=False
@@ -83,6 +85,7 @@ class RepositoryForm(forms.ModelForm):
 
     class Meta:
         model = Repository
+        formfield_callback = _formfield
         fields = [
             "name",
             "description",

@@ -307,7 +307,13 @@ def repository_webhooks(request: HttpRequest, name: str) -> HttpResponse:
             "secret": repository.webhook_secret if context["can_admin"] else "",
             "recent_deliveries": list(
                 repository.deliveries.only(
-                    "id", "event", "outcome", "reason", "received_at", "status_code"
+                    "id",
+                    "repository_id",
+                    "event",
+                    "outcome",
+                    "reason",
+                    "received_at",
+                    "status_code",
                 )[:5]
             ),
         }
@@ -720,20 +726,12 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     siblings = list(
         _current_jobs(run.jobs.all())
         .select_related("stage")
-        .only(
-            "id",
-            "name",
-            "status",
-            "stage__name",
-            "stage__index",
-            "started_at",
-            "finished_at",
-        )
+        .defer("spec", "needs")
         .order_by("stage__index", "id")
     )
     attempts = list(
         run.jobs.filter(stage_id=job.stage_id, name=job.name)
-        .only("id", "attempt", "status")
+        .defer("spec", "needs")
         .order_by("attempt")
     )
     artifacts = list(job.artifacts.order_by("name"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from datetime import timedelta
 from typing import Any
@@ -46,7 +47,7 @@ def make_run(**overrides: Any) -> Run:
         "trigger": Run.Trigger.PUSH,
         "ref": "refs/heads/main",
         "branch": "main",
-        "commit_sha": f"{next(_seq):040x}"[-40:].replace("0", "a", 6),
+        "commit_sha": hashlib.sha1(f"commit-{next(_seq)}".encode()).hexdigest(),
         "commit_message": "Fix the flaky cache test\n\nThe cache key included the PID.",
         "commit_author": "Ada Lovelace",
         "created_at": now - timedelta(minutes=5),
@@ -185,3 +186,230 @@ def make_pipeline(repository: Repository | None = None, **run_overrides: Any) ->
         worker="",
     )
     return run
+
+
+DEMO_LOG = [
+    "\x1b[1;36m$ git checkout --force 3f9c2a1\x1b[0m",
+    "section_start:1700000000:install[collapsed=false]\x1b[0KInstalling dependencies",
+    "Resolving packages from requirements.txt",
+    "Collecting django==5.2.8",
+    "Collecting celery==5.5.3",
+    "Collecting redis==6.4.0",
+    "Installing collected packages: django, celery, redis",
+    "\x1b[32mSuccessfully installed 42 packages in 6.1s\x1b[0m",
+    "section_end:1700000007:install\x1b[0K",
+    "section_start:1700000007:test\x1b[0KRunning the test suite",
+    "\x1b[1m$ pytest -q --maxfail=1\x1b[0m",
+    "........................................................ [ 35%]",
+    "........................................................ [ 70%]",
+    "..............................................\x1b[31mF\x1b[0m......... [100%]",
+    "",
+    "=================================== FAILURES ===================================",
+    "\x1b[31m__________________________ test_cache_key_is_stable ___________________________\x1b[0m",
+    "    def test_cache_key_is_stable():",
+    ">       assert cache_key(request) == cache_key(copy(request))",
+    "\x1b[31mE       AssertionError: assert 'v1:9f2c:4411' == 'v1:9f2c:4412'\x1b[0m",
+    "tests/test_cache.py:41: AssertionError",
+    "\x1b[31m1 failed\x1b[0m, \x1b[32m159 passed\x1b[0m in 12.84s",
+    "section_end:1700000021:test\x1b[0K",
+    "\x1b[31mERROR: Job failed: exit code 1\x1b[0m",
+]
+
+
+def add_log(job: Job, lines: list[str] | None = None) -> None:
+    """Store LINES as the job's log (one chunk)."""
+    from pipelines.models import LogChunk
+
+    lines = DEMO_LOG if lines is None else lines
+    start = 1_700_000_000.0
+    data = "\n".join(f"{start + i * 0.35:.3f} {text}" for i, text in enumerate(lines))
+    LogChunk.objects.create(job=job, first_line=1, last_line=len(lines), data=data)
+    Job.objects.filter(pk=job.pk).update(
+        log_lines=len(lines), log_bytes=sum(len(t) + 1 for t in lines)
+    )
+
+
+def seed_demo() -> dict[str, Any]:
+    """Fill the database like a busy small team's install; return the showcase rows."""
+    import random
+
+    rng = random.Random(7)
+    now = timezone.now()
+    titles = [
+        "Add retry to the payment webhook handler",
+        "Bump celery from 5.5.2 to 5.5.3",
+        "Fix the flaky cache test",
+        "Render the pipeline graph server-side first",
+        "Speed up the Docker build with a cache mount",
+        "Use keyset pagination for the runs list",
+        "Add the staging deploy job",
+        "Refactor settings into typed helpers",
+        "Document the webhook setup for Forgejo",
+        "Drop Python 3.10 support",
+    ]
+    authors = ["Ada Lovelace", "Grace Hopper", "Linus Torvalds", "Margaret Hamilton"]
+    branches = ["main", "main", "main", "feature/graph", "fix/cache-key", "release/2.4"]
+    repos = [
+        make_repository(
+            name="web", description="Customer-facing web app", forge="github"
+        ),
+        make_repository(name="api", description="Public REST API", forge="gitlab"),
+        make_repository(
+            name="infra",
+            description="Kubernetes manifests and Helm charts",
+            forge="gitea",
+        ),
+        make_repository(
+            name="mobile", description="iOS and Android apps", forge="forgejo"
+        ),
+    ]
+    weights = {"web": 30, "api": 22, "infra": 12, "mobile": 8}
+    for repo in repos:
+        for i in range(weights[repo.name]):
+            age = timedelta(
+                days=13 - (i * 13 // weights[repo.name]),
+                hours=rng.randint(0, 10),
+                minutes=rng.randint(0, 59),
+            )
+            status = rng.choices(
+                ["success", "failed", "canceled"], weights=[8, 2, 0.5]
+            )[0]
+            created = now - age
+            length = timedelta(seconds=rng.randint(70, 420))
+            make_run(
+                repository=repo,
+                status=status,
+                branch=rng.choice(branches),
+                commit_message=rng.choice(titles),
+                commit_author=rng.choice(authors),
+                created_at=created,
+                started_at=created + timedelta(seconds=3),
+                finished_at=created + timedelta(seconds=3) + length,
+            )
+    web = repos[0]
+    failed = make_pipeline(
+        web,
+        status="failed",
+        branch="fix/cache-key",
+        commit_message="Fix the flaky cache test\n\nThe cache key included the PID.",
+        commit_author="Grace Hopper",
+        created_at=now - timedelta(minutes=14),
+        started_at=now - timedelta(minutes=14),
+        finished_at=now - timedelta(minutes=9, seconds=12),
+    )
+    failing_job = failed.jobs.get(name="integration")
+    add_log(failing_job)
+    add_log(failed.jobs.get(name="compile"), DEMO_LOG[:9])
+    make_artifact(failed.jobs.get(name="compile"), name="dist")
+    make_artifact(failed.jobs.get(name="integration"), name="junit-report")
+
+    running = make_run(
+        repository=web,
+        status="running",
+        branch="main",
+        commit_message="Render the pipeline graph server-side first",
+        commit_author="Ada Lovelace",
+        created_at=now - timedelta(minutes=2),
+        started_at=now - timedelta(minutes=2),
+        finished_at=None,
+    )
+    build = make_stage(running, "build", 0, status="success")
+    test = make_stage(running, "test", 1, status="running")
+    deploy = make_stage(running, "deploy", 2, status="created")
+    make_job(run=running, stage=build, name="compile")
+    make_job(run=running, stage=build, name="lint")
+    unit = make_job(
+        run=running,
+        stage=test,
+        name="unit",
+        status="running",
+        needs=["compile"],
+        finished_at=None,
+        exit_code=None,
+    )
+    add_log(unit, DEMO_LOG[:14])
+    make_job(
+        run=running,
+        stage=test,
+        name="e2e",
+        status="pending",
+        needs=["compile"],
+        reason="waiting for a free worker (concurrency limit 2 reached)",
+        worker="",
+        started_at=None,
+    )
+    make_job(
+        run=running,
+        stage=deploy,
+        name="deploy-staging",
+        status="created",
+        needs=["unit", "e2e"],
+        reason="waiting for unit, e2e",
+        worker="",
+        started_at=None,
+    )
+    make_job(
+        run=running,
+        stage=deploy,
+        name="deploy-prod",
+        status="created",
+        when="manual",
+        needs=["deploy-staging"],
+        reason="manual: starts when someone presses Run",
+        worker="",
+        started_at=None,
+    )
+    make_run(
+        repository=repos[1],
+        status="pending",
+        branch="feature/graph",
+        commit_message="Use keyset pagination for the runs list",
+        commit_author="Linus Torvalds",
+        created_at=now - timedelta(seconds=40),
+        started_at=None,
+        finished_at=None,
+    )
+    broken = make_run(
+        repository=repos[2],
+        status="failed",
+        branch="main",
+        commit_message="Add the canary deploy stage",
+        commit_author="Margaret Hamilton",
+        error=(
+            ".slipway.yml:12:5: job 'canary' uses unknown stage 'canary' "
+            "(stages: build, test, deploy)\n"
+            ".slipway.yml:18:9: 'needs' of job 'smoke' names 'canry', "
+            "which does not exist"
+        ),
+        status_reason="invalid pipeline file",
+        created_at=now - timedelta(minutes=31),
+        started_at=None,
+        finished_at=now - timedelta(minutes=31),
+    )
+    make_delivery(web, outcome="created", run=failed, reason="push to fix/cache-key")
+    make_delivery(web, outcome="ignored")
+    make_delivery(
+        web,
+        outcome="rejected",
+        status_code=401,
+        reason="signature does not match (X-Hub-Signature-256)",
+    )
+    make_schedule(web, description="Nightly build", cron="0 3 * * *")
+    make_schedule(
+        web,
+        description="Weekly dependency audit",
+        cron="0 6 * * 1",
+        branch="main",
+        enabled=False,
+        next_run_at=None,
+    )
+    make_variable(web, name="DEPLOY_ENV", value="staging")
+    make_variable(web, name="REGISTRY_TOKEN", value="s3cr3t-token", is_secret=True)
+    return {
+        "repositories": repos,
+        "failed_run": failed,
+        "failed_job": failing_job,
+        "running_run": running,
+        "running_job": unit,
+        "broken_run": broken,
+    }

@@ -1,0 +1,153 @@
+"""Every list and detail page issues a bounded number of SQL queries.
+
+Each page is rendered with 3 and with 30 rows of what it lists; both must stay under
+the same bound, and the counts must be equal: no query per row.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from pipelines.tests.factories import (
+    add_log,
+    make_artifact,
+    make_delivery,
+    make_job,
+    make_repository,
+    make_run,
+    make_schedule,
+    make_stage,
+    make_variable,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def fill(kind: str, n: int) -> str:
+    """Create N rows for the page KIND; return its URL."""
+    repo = make_repository(name="web")
+    if kind == "overview":
+        for i in range(n):
+            make_run(
+                repository=repo,
+                status="running" if i % 2 else "success",
+                branch=f"b{i}",
+            )
+            make_repository()
+        return "/"
+    if kind == "repository-list":
+        for _ in range(n):
+            other = make_repository()
+            make_run(repository=other, branch="main")
+            make_run(repository=other, branch="dev")
+        return "/repos/"
+    if kind in ("repository-detail", "run-list", "run-list-filtered"):
+        for i in range(n):
+            make_run(repository=repo, branch=f"b{i % 5}", triggered_by=None)
+        return {
+            "repository-detail": "/repos/web/?branch=b1",
+            "run-list": "/runs/",
+            "run-list-filtered": "/runs/?repository=web&status=success&trigger=push",
+        }[kind]
+    if kind == "branches":
+        for i in range(n):
+            make_run(repository=repo, branch=f"branch-{i}")
+        return "/repos/web/branches/"
+    if kind == "webhooks":
+        for _ in range(n):
+            make_delivery(repo)
+        return "/repos/web/webhooks/"
+    if kind == "deliveries":
+        run = make_run(repository=repo)
+        for i in range(n):
+            make_delivery(repo, run=run if i % 2 else None)
+        return "/repos/web/deliveries/"
+    if kind == "schedules":
+        run = make_run(repository=repo)
+        for i in range(n):
+            make_schedule(repo, last_run=run if i % 2 else None)
+        return "/repos/web/schedules/"
+    if kind == "variables":
+        for i in range(n):
+            make_variable(repo, is_secret=bool(i % 2))
+            make_variable(None)
+        return "/repos/web/variables/"
+    run = make_run(repository=repo, status="running")
+    stages = [make_stage(run, f"s{i}", i) for i in range(3)]
+    jobs = [
+        make_job(
+            run=run,
+            stage=stages[i % 3],
+            name=f"job-{i}",
+            needs=[f"job-{i - 1}"] if i else None,
+        )
+        for i in range(n)
+    ]
+    for job in jobs[: n // 3]:
+        make_artifact(job)
+    if kind == "run-detail":
+        return run.get_absolute_url()
+    if kind == "run-jobs-partial":
+        return run.get_absolute_url() + "?partial=jobs"
+    if kind == "run-graph-json":
+        return run.get_absolute_url() + "?format=json"
+    for _job in jobs[1:]:
+        make_job(run=run, stage=jobs[0].stage, name=jobs[0].name, attempt=2)
+    add_log(jobs[0])
+    return jobs[0].get_absolute_url()  # job-detail
+
+
+# Session, user, then the page's own queries; the bounds leave one spare.
+PAGES = {
+    "overview": 8,
+    "repository-list": 6,
+    "repository-detail": 6,
+    "run-list": 5,
+    "run-list-filtered": 5,
+    "branches": 7,
+    "webhooks": 6,
+    "deliveries": 6,
+    "schedules": 6,
+    "variables": 7,
+    "run-detail": 7,
+    "run-jobs-partial": 6,
+    "run-graph-json": 6,
+    "job-detail": 7,
+}
+
+
+def count_queries(client, url: str) -> int:
+    cache.clear()
+    client.get(url)  # Warm caches (trends, worker list) like a second visit.
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(queries)
+
+
+@pytest.mark.parametrize("kind", PAGES)
+@pytest.mark.parametrize("rows", [3, 30])
+def test_page_queries_are_bounded(
+    client, alice, django_assert_max_num_queries, kind, rows
+):
+    url = fill(kind, rows)
+    client.force_login(alice)
+    cache.clear()
+    with django_assert_max_num_queries(PAGES[kind]):
+        assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("kind", PAGES)
+def test_page_queries_do_not_grow_with_rows(client, alice, kind):
+    client.force_login(alice)
+    counts = []
+    for rows in (3, 30):
+        with transaction.atomic():
+            counts.append(count_queries(client, fill(kind, rows)))
+            transaction.set_rollback(True)
+    assert counts[0] == counts[1], (
+        f"{kind}: {counts[0]} queries with 3 rows, {counts[1]} with 30"
+    )
