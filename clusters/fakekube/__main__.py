@@ -23,7 +23,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--token", default="test-token")
-    p.add_argument("--tls", action="store_true")
+    p.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="serve http:// (kubectl/client-go then will not send the bearer token)",
+    )
     p.add_argument("--metrics", action="store_true", help="serve metrics.k8s.io")
     p.add_argument("--populate", choices=sorted(SIZES), default="small")
     p.add_argument("--no-controllers", action="store_true")
@@ -32,7 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     srv = FakeKubeServer(
-        args.token, host=args.host, port=args.port, tls=args.tls, metrics=args.metrics
+        args.token,
+        host=args.host,
+        port=args.port,
+        tls=not args.plain_http,
+        metrics=args.metrics,
     )
     srv.start()
     srv.populate(**SIZES[args.populate])

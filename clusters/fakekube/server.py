@@ -1142,6 +1142,12 @@ class FakeKubeServer:
         ctype = (
             rec.headers.get("content-type", "application/json").split(";")[0].strip()
         )
+        if "protobuf" in ctype or "cbor" in ctype:
+            # JSON/YAML only: typed Go clients (kubectl auth can-i ...) that send protobuf
+            # bodies get the answer a server without that serializer would give.
+            raise ApiError(
+                415, "415: Unsupported Media Type", "UnsupportedMediaType", {}
+            )
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 obj = yaml.safe_load(rec.body.decode() or "{}")
