@@ -36,7 +36,9 @@ fi
 stamp=".venv/.installed-$(cat requirements.txt "$requirements" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "slipway: installing Python requirements ($requirements)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
+  # Some machines configure extra (absent) package indexes: hide pip's noise about them.
+  quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  quiet .venv/bin/python -m pip install -q --disable-pip-version-check -r "$requirements"
   touch "$stamp"
 fi
