@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "core",
     "pipelines",
     "clusters",
@@ -57,6 +59,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "core.ratelimit.RateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.SecurityHeadersMiddleware",
 ]
@@ -139,6 +142,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reap-lapsed-jobs": {"task": "pipelines.reap_lapsed_jobs", "schedule": 5.0},
+    # A tick nobody picked up in time is dropped: the next one does its work.
+    "tick-schedules": {
+        "task": "pipelines.tick_schedules",
+        "schedule": 30.0,
+        "options": {"expires": 30},
+    },
+    "poll-repositories": {
+        "task": "pipelines.poll_repositories",
+        "schedule": 15.0,
+        "options": {"expires": 15},
+    },
+    "expire-artifacts": {
+        "task": "pipelines.expire_artifacts",
+        "schedule": 3600.0,
+        "options": {"expires": 3600},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -160,7 +179,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("SLIPWAY_STATIC_ROOT", str(VAR_DIR / "staticfiles")))
 MEDIA_ROOT = Path(env_str("SLIPWAY_MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 STORAGES = {
@@ -171,8 +190,9 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
-# Serve static files straight from static/ when collectstatic has not run (tests, dev).
-WHITENOISE_USE_FINDERS = True
+# Serve static files straight from static/ when collectstatic has not run (tests, dev);
+# otherwise serve the collected, compressed copies.
+WHITENOISE_USE_FINDERS = DEBUG or not STATIC_ROOT.exists()
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # Security. Cookies are secure when Slipway is served over HTTPS.
@@ -188,20 +208,36 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
+# The REST API (docs/api.md): bearer tokens first, so an unauthenticated request
+# gets 401 with WWW-Authenticate; roles and token scopes checked on every view.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "core.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PERMISSION_CLASSES": [
+        "core.api.RolePermission",
+        "core.api.TokenScopePermission",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "core.api.PageNumberPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Slipway API",
     "DESCRIPTION": "Pipelines, runs, jobs, clusters and deployments.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["core.api.RolePermission"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Vendored Swagger UI (drf-spectacular-sidecar): no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Slipway's own knobs.
@@ -221,7 +257,18 @@ SLIPWAY = {
     ),
     "EXECUTORS": env_list("SLIPWAY_EXECUTORS", ["shell", "docker", "kubernetes"]),
     "METRICS_TOKEN": env_str("SLIPWAY_METRICS_TOKEN", ""),
+    # Fixed-window limits, "<count>/<period>" (core/ratelimit.py); "0" turns off.
+    "RATELIMIT_LOGIN": env_str("SLIPWAY_RATELIMIT_LOGIN", "10/min"),
+    "RATELIMIT_HOOKS": env_str("SLIPWAY_RATELIMIT_HOOKS", "600/min"),
 }
+for _name in ("RATELIMIT_LOGIN", "RATELIMIT_HOOKS"):
+    if not re.fullmatch(
+        r"\s*(0|off|(\d+)\s*/\s*(\d+|s|sec|m|min|h|hour|d))?\s*",
+        SLIPWAY[_name].lower(),
+    ):
+        raise SettingError(
+            f"SLIPWAY_{_name} must look like 10/min or 600/60, or be 0 for no limit"
+        )
 DATA_UPLOAD_MAX_MEMORY_SIZE = SLIPWAY["WEBHOOK_MAX_BYTES"]
 
 LOGGING = {
