@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from .models import AuditEvent
+from .models import ApiToken, AuditEvent
+from .roles import ADMIN, has_role
 
 
 @admin.register(AuditEvent)
@@ -23,3 +24,31 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens are created by their owner in the UI; the admin can only look."""
+
+    list_display = ("name", "user", "prefix", "scope", "created_at", "expires_at")
+    list_filter = ("scope",)
+    search_fields = ("name", "user__username", "prefix")
+    fields = readonly_fields = [
+        f.name for f in ApiToken._meta.fields if f.name not in ("id", "key_hash")
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def _admin_site_permission(request) -> bool:
+    # The same role rule as pages, API and sockets: staff status alone is not enough.
+    return admin.AdminSite.has_permission(admin.site, request) and has_role(
+        request.user, ADMIN
+    )
+
+
+admin.site.has_permission = _admin_site_permission

@@ -21,11 +21,18 @@ def record(
     *,
     actor: Any = None,
     target: models.Model | None = None,
-    source: str = AuditEvent.Source.UI,
+    source: str | None = None,
     request: Any = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Record ACTION by ACTOR on TARGET."""
+    """Record ACTION by ACTOR on TARGET.
+
+    Without SOURCE, the request says where the action came from: API views mark
+    theirs (``request.audit_source``), so a service called from the API records
+    ``api`` without knowing who called it; anything else is the web UI.
+    """
+    if source is None:
+        source = getattr(request, "audit_source", None) or AuditEvent.Source.UI
     if actor is None and request is not None:
         actor = getattr(request, "user", None)
     if actor is not None and not getattr(actor, "is_authenticated", False):
