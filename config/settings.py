@@ -238,6 +238,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "pipelines.models.Run.Status",
+        "JobStatusEnum": "pipelines.models.Job.Status",
+    },
 }
 
 # Slipway's own knobs.

@@ -20,6 +20,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("hooks/<str:forge>/<str:name>/", hook_views.receive, name="webhook"),
+    path("api/", include("config.api_urls")),
+    path("", include("core.urls")),
     path("", include("pipelines.urls")),
     path("clusters/", include("clusters.urls")),
 ]
