@@ -105,7 +105,26 @@ class Repository(models.Model):
         return f"repo-{self.pk}"
 
 
-class Run(models.Model):
+class Timed:
+    """Shared facts of things that start and finish: runs and jobs."""
+
+    FINISHED: tuple[str, ...]
+    status: str
+    started_at: Any
+    finished_at: Any
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class Run(Timed, models.Model):
     """One execution of a repository's pipeline at one commit."""
 
     class Status(models.TextChoices):
@@ -182,16 +201,6 @@ class Run(models.Model):
         return reverse("pipelines:run-detail", args=[self.pk])
 
     @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
-
-    @property
     def short_sha(self) -> str:
         return self.commit_sha[:8]
 
@@ -264,7 +273,7 @@ class JobManager(models.Manager["Job"]):
         )
 
 
-class Job(models.Model):
+class Job(Timed, models.Model):
     """One job of a run, executed by one worker."""
 
     class Status(models.TextChoices):
@@ -337,20 +346,6 @@ class Job(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("pipelines:job-detail", args=[self.pk])
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
-
-    @property
-    def duration(self) -> timedelta | None:
-        if self.started_at is None:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
-
-    @property
-    def stream_key(self) -> str:
-        return f"slipway:log:{self.pk}"
 
 
 class LogChunk(models.Model):
@@ -520,3 +515,180 @@ class RunCounter(models.Model):
                 last_number=F("last_number") + 1
             )
             return cls.objects.get(repository=repository).last_number
+
+
+# --- continuous delivery: environments and deployments ------------------------------
+
+ENVIRONMENT_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$",
+    "Use letters, digits, dots, dashes, slashes and underscores.",
+)
+NAMESPACE_VALIDATOR = RegexValidator(
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "A Kubernetes namespace: lower-case letters, digits and dashes.",
+)
+
+
+class Environment(models.Model):
+    """Where a repository deploys to: a cluster and namespace, perhaps protected.
+
+    A protected environment's deploy jobs wait for an approval by an allowed user;
+    unprotected ones deploy as soon as their job succeeds. Who may deploy (approve,
+    roll back, promote) is a role threshold, optionally narrowed to one group.
+    """
+
+    repository = models.ForeignKey(
+        Repository, on_delete=models.CASCADE, related_name="environments"
+    )
+    name = models.CharField(max_length=100, validators=[ENVIRONMENT_NAME_VALIDATOR])
+    cluster = models.ForeignKey(
+        "clusters.Cluster",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="environments",
+        help_text="The cluster deploys go to; deploys fail while it is empty.",
+    )
+    namespace = models.CharField(
+        max_length=63, default="default", validators=[NAMESPACE_VALIDATOR]
+    )
+    url = models.URLField(blank=True, help_text="Where the deployed app answers.")
+    protected = models.BooleanField(
+        default=False,
+        help_text="Deploy jobs wait for an approval by an allowed user.",
+    )
+    deploy_role = models.CharField(
+        max_length=20,
+        default="operator",
+        choices=[
+            ("developer", "Developer"),
+            ("operator", "Operator"),
+            ("admin", "Admin"),
+        ],
+        help_text="The weakest role that may approve, roll back and promote.",
+    )
+    deploy_group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="When set, only members of this group (and admins) may deploy.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["repository", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "name"], name="environment_unique_per_repo"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository_id and self.repository.name}/{self.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("environments:detail", args=[self.repository.name, self.name])
+
+    def current_deployment(self) -> Deployment | None:
+        """Return the latest successful deployment: what runs there now."""
+        return (
+            self.deployments.filter(status=Deployment.Status.SUCCESS)
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+
+
+class Deployment(models.Model):
+    """One rollout to an environment: a deploy job, a rollback or a promotion.
+
+    The rendered manifests are stored as applied, so a rollback re-applies exactly
+    what ran before and a promotion copies it to another environment.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCESS = "success"
+        FAILED = "failed"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy"
+        ROLLBACK = "rollback"
+        PROMOTE = "promote"
+
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="deployments"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.DEPLOY)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.RUNNING
+    )
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The deployment a rollback or promotion re-applied.",
+    )
+    commit_sha = models.CharField(max_length=64, blank=True)
+    ref = models.CharField(max_length=300, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    trigger = models.CharField(
+        max_length=100, blank=True, help_text="Who or what started it, as shown."
+    )
+    namespace = models.CharField(max_length=63, blank=True)
+    manifests = models.TextField(blank=True, help_text="The YAML stream applied.")
+    images = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True, help_text="Why it ended as it did.")
+    log = models.TextField(
+        blank=True, help_text="Apply and rollout progress (also in the job's log)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["environment", "status", "-created_at"],
+                name="deployment_env_status",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} to {self.environment_id}"
+
+    @property
+    def short_sha(self) -> str:
+        return self.commit_sha[:8]
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.created_at
+
+    def finish(self, status: str, message: str = "") -> bool:
+        """Move a running deployment to STATUS; return False if it had ended."""
+        now = timezone.now()
+        done = Deployment.objects.filter(
+            pk=self.pk, status=Deployment.Status.RUNNING
+        ).update(status=status, message=message[:5000], finished_at=now)
+        if done:
+            self.status, self.message, self.finished_at = status, message, now
+        return bool(done)
