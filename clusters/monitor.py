@@ -356,6 +356,8 @@ class ClusterWatcher:
                 if exc.status == 410:
                     rv = None
                     continue
+                if exc.status >= 500:
+                    await self._set_reachable(False, _error_text(exc))
                 await self._on_error(
                     kind, exc, backoff, refused=exc.status in (401, 403)
                 )
@@ -400,7 +402,9 @@ class ClusterWatcher:
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
-                await self._set_reachable(True, _error_text(exc))
+                # 5xx: the API server (or the balancer in front of it) is not
+                # serving; 4xx: it answers but refuses us.
+                await self._set_reachable(exc.status < 500, _error_text(exc))
             except Exception as exc:  # noqa: BLE001 - network, TLS, timeout.
                 await self._set_reachable(False, _error_text(exc))
             await asyncio.sleep(self.settings.probe_interval)
@@ -605,7 +609,9 @@ class Monitor:
     async def _stop(self, cid: int) -> None:
         _watcher, task = self.watchers.pop(cid)
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Bounded: a shutdown must not hang on a connection that will not close.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
 
     async def _stop_all(self) -> None:
         for cid in list(self.watchers):
