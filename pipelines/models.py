@@ -520,8 +520,8 @@ class RunCounter(models.Model):
 # --- continuous delivery: environments and deployments ------------------------------
 
 ENVIRONMENT_NAME_VALIDATOR = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$",
-    "Use letters, digits, dots, dashes, slashes and underscores.",
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "Use letters, digits, dots, dashes and underscores.",
 )
 NAMESPACE_VALIDATOR = RegexValidator(
     r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
@@ -595,7 +595,7 @@ class Environment(models.Model):
         """Return the latest successful deployment: what runs there now."""
         return (
             self.deployments.filter(status=Deployment.Status.SUCCESS)
-            .order_by("-finished_at", "-pk")
+            .order_by("-created_at", "-pk")
             .first()
         )
 
@@ -676,6 +676,11 @@ class Deployment(models.Model):
     @property
     def short_sha(self) -> str:
         return self.commit_sha[:8]
+
+    @property
+    def badge_status(self) -> str:
+        """Return the status word the badge CSS knows (rolled back shows muted)."""
+        return "canceled" if self.status == self.Status.ROLLED_BACK else self.status
 
     @property
     def duration(self) -> timedelta | None:
