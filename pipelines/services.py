@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from core import audit
 
-from . import artifacts, events, logs, workers
+from . import artifacts, delivery, events, logs, workers
 from .engine import plan, spec
 from .engine.executors import ExecSpec, get_executor
 from .git import GitError, Mirror, credentials_env
@@ -250,6 +250,7 @@ def _create_jobs(run: Run, pipeline: spec.Pipeline, context: spec.RuleContext) -
             for index, name in enumerate(pipeline.stages)
         }
         jobs = []
+        protected = delivery.protected_environments(run.repository_id)
         for job_spec in pipeline.jobs:
             decision = spec.evaluate_rules(job_spec, context)
             executor = job_executor(job_spec)
@@ -263,7 +264,10 @@ def _create_jobs(run: Run, pipeline: spec.Pipeline, context: spec.RuleContext) -
                     "pipeline_variables": dict(pipeline.variables),
                 },
                 needs=needs,
-                when=decision.when,
+                # A deploy to a protected environment waits for an approval.
+                when=delivery.gated_when(
+                    run.repository_id, job_spec, decision.when, protected
+                ),
                 allow_failure=decision.allow_failure,
                 executor=executor,
                 queue=job_queue(job_spec.tags, executor),
@@ -709,7 +713,11 @@ def _new_attempt(job: Job, *, reason: str = "") -> Job:
         name=job.name,
         spec=job.spec,
         needs=job.needs,
-        when=job.when if job.when != "manual" else "on_success",
+        when=delivery.gated_when(
+            job.run.repository_id,
+            job.spec,
+            job.when if job.when != "manual" else "on_success",
+        ),
         allow_failure=job.allow_failure,
         executor=job.executor,
         queue=job.queue,
@@ -862,6 +870,8 @@ def play_job(job: Job, *, user: Any = None, request: Any = None) -> None:
     if job.status != Job.Status.MANUAL:
         raise ActionError(f"Job {job.name} is not waiting for a manual start.")
     with transaction.atomic():
+        # 403 unless USER may deploy to the job's protected environment (audited).
+        delivery.approve(job, user=user, request=request)
         if not Job.objects.transition(
             job.pk,
             [Job.Status.MANUAL],
