@@ -24,6 +24,7 @@ urlpatterns = [
     path("", include("core.urls")),
     path("", include("pipelines.urls")),
     path("clusters/", include("clusters.urls")),
+    path("environments/", include("pipelines.environment_urls")),
 ]
 
 handler403 = "core.views.permission_denied"
