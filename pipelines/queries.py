@@ -288,6 +288,29 @@ class Trend:
         return json.dumps(items)
 
     @property
+    def bars(self) -> list[dict[str, Any]]:
+        """Return one bar per day for a 140x32 SVG: x, y, width, height, status, title."""
+        peak = max(self.totals) or 1
+        slot = 140 / len(self.days)
+        out = []
+        for i, (day, total, ok, bad) in enumerate(
+            zip(self.days, self.totals, self.successes, self.failures, strict=True)
+        ):
+            height = max(round(30 * total / peak, 1), 1.5 if total else 0)
+            out.append(
+                {
+                    "x": round(i * slot + slot * 0.15, 1),
+                    "y": round(32 - height, 1),
+                    "width": round(slot * 0.7, 1),
+                    "height": height,
+                    "status": "failed" if bad > ok else "success",
+                    "title": f"{day:%b %-d}: {total} run{'s' if total != 1 else ''}"
+                    f" ({ok} passed, {bad} failed)",
+                }
+            )
+        return out
+
+    @property
     def mean_duration_text(self) -> str:
         return format_duration(self.mean_duration)
 

@@ -328,7 +328,7 @@ def seed_demo() -> dict[str, Any]:
         exit_code=None,
     )
     add_log(unit, DEMO_LOG[:14])
-    make_job(
+    pending = make_job(
         run=running,
         stage=test,
         name="e2e",
@@ -411,5 +411,6 @@ def seed_demo() -> dict[str, Any]:
         "failed_job": failing_job,
         "running_run": running,
         "running_job": unit,
+        "pending_job": pending,
         "broken_run": broken,
     }

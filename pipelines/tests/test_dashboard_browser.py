@@ -98,6 +98,8 @@ def test_every_page_renders_cleanly_and_is_photographed(
     assert page.locator("#recent-runs tbody tr").count() >= 10
     assert page.locator("#activity-feed .feed-item").count() >= 5
     shoot(page, "overview")
+    page.locator(".sw-trend").last.scroll_into_view_if_needed()
+    shoot(page, "overview-trends")
 
     # Repositories list and each repository tab.
     page.goto(f"{base}/repos/")
@@ -152,6 +154,11 @@ def test_every_page_renders_cleanly_and_is_photographed(
         "document.querySelector('#job-log').innerText.includes('AssertionError')"
     )
     shoot(page, "job")
+    raw = page.request.get(f"{base}/jobs/{failed_job.pk}/log.txt")
+    assert raw.ok and raw.headers["content-type"].startswith("text/plain")
+    assert "AssertionError" in raw.text() and raw.text().endswith(
+        "exit code 1\x1b[0m\n"
+    )
     page.goto(f"{base}{running_job.get_absolute_url()}")
     page.wait_for_selector(".lv-line")
 
@@ -172,4 +179,72 @@ def test_every_page_renders_cleanly_and_is_photographed(
     # Only the deliberate 404 above may complain.
     errors = [e for e in console.errors if "404" not in e or "/runs/999999/" not in e]
     assert errors == [], "\n".join(sorted(set(errors)))
+    context.close()
+
+
+def publish(func, *args) -> None:
+    """Publish an event from another thread (Playwright's loop owns this one)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func(*args)
+        except BaseException as exc:  # Re-raised below in the test's thread.
+            errors.append(exc)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    if errors:
+        raise errors[0]
+
+
+def wait_connected(page) -> None:
+    page.wait_for_selector("[data-live-dot][title^='Connected']")
+
+
+def test_run_page_and_overview_update_live(asgi_server, alice, demo, browser):
+    from pipelines import events
+
+    base = asgi_server.url
+    run = demo["running_run"]
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    console = Console(page)
+    login(page, base, "alice")
+
+    page.goto(f"{base}{run.get_absolute_url()}")
+    page.wait_for_selector(".pg-job")
+    wait_connected(page)
+    e2e = demo["pending_job"]
+    e2e.status = "running"
+    e2e.reason = ""
+    publish(events.job_changed, e2e)
+    page.wait_for_selector(f".pg-job.status-running[data-job-id='{e2e.pk}']")
+    page.wait_for_selector(f"#run-jobs [data-status-for='job-{e2e.pk}'].status-running")
+
+    run.status = "canceled"
+    publish(events.run_changed, run)
+    page.wait_for_selector(
+        f".badge-lg[data-status-for='run-{run.pk}'].status-canceled, "
+        f".badge[data-status-for='run-{run.pk}'].status-canceled"
+    )
+    assert page.locator("form[action$='/cancel/'][data-visible-for]").first.is_hidden()
+
+    page.goto(f"{base}/")
+    wait_connected(page)
+    run.status = "success"
+    publish(events.run_changed, run)
+    page.wait_for_function(
+        f"document.querySelector('#activity-feed .feed-item')"
+        f".getAttribute('data-run-id') === '{run.pk}'"
+    )
+    assert "success" in page.inner_text("#activity-feed .feed-item >> nth=0")
+    assert console.errors == []
     context.close()

@@ -690,3 +690,11 @@ def test_badge_is_public_and_shows_the_newest_status(client, repo):
 def test_badge_escapes_its_label(client, repo):
     body = client.get("/badge/web.svg?label=<script>").content
     assert b"<script>" not in body and b"&lt;script&gt;" in body
+
+
+def test_500_page_renders_without_a_request_or_database():
+    from django.template.loader import render_to_string
+
+    html = render_to_string("500.html")
+    assert "Something went wrong" in html
+    assert 'class="sidebar"' in html
