@@ -13,15 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core import audit
 
 from . import services
-from .models import Repository, Run, WebhookDelivery
+from .models import NAME_VALIDATOR, Repository, Run, WebhookDelivery
 from .webhooks import PushEvent, WebhookError, get_forge
 
 MAX_STORED_BODY = 256 * 1024
+# Run.ref and Run.branch/tag column sizes.
+MAX_REF = 300
+MAX_NAME = 255
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,21 @@ class HookResult:
     body: dict[str, Any]
 
 
-def _matches(name: str, patterns: str) -> bool:
+def matches_filter(name: str, patterns: str) -> bool:
+    """Return whether NAME matches one of the comma-separated globs (none: all do)."""
     globs = [p.strip() for p in patterns.split(",") if p.strip()]
     return not globs or any(fnmatch.fnmatchcase(name, glob) for glob in globs)
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    # PostgreSQL refuses NUL in text and JSON columns: a request must not turn
+    # into a 500 because a header or payload field carried one.
+    value = value.replace("\x00", "\ufffd")
+    return value if limit is None else value[:limit]
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {_text(str(k), 200): _text(str(v), 8192) for k, v in headers.items()}
 
 
 def _ignore_reason(repository: Repository, event: PushEvent) -> str:
@@ -44,15 +60,17 @@ def _ignore_reason(repository: Repository, event: PushEvent) -> str:
         return f"event {event.forge_event or 'unknown'} not handled"
     if event.deleted:
         return f"{event.ref} was deleted"
+    if len(event.ref) > MAX_REF or len(event.branch or event.tag or "") > MAX_NAME:
+        return f"ref {event.ref[:80]}... is longer than Slipway stores"
     if (
         event.event == "tag"
         and event.tag
-        and not _matches(event.tag, repository.tag_filter)
+        and not matches_filter(event.tag, repository.tag_filter)
     ):
         return (
             f"tag {event.tag} does not match the tag filter {repository.tag_filter!r}"
         )
-    if event.branch and not _matches(event.branch, repository.branch_filter):
+    if event.branch and not matches_filter(event.branch, repository.branch_filter):
         return f"branch {event.branch} does not match the branch filter {repository.branch_filter!r}"
     return ""
 
@@ -72,16 +90,23 @@ def receive(
         forge = get_forge(forge_name)
     except WebhookError as exc:
         return HookResult(exc.status, {"error": exc.message})
-    repository = Repository.objects.filter(name=repository_name).first()
+    # Check the name before querying: a name no repository can have (a NUL, 300
+    # characters) is a plain 404, not a database error.
+    repository = (
+        Repository.objects.filter(name=repository_name).first()
+        if NAME_VALIDATOR.regex.fullmatch(repository_name)
+        else None
+    )
     if repository is None:
         return HookResult(
             404, {"error": f"no repository named {repository_name[:100]!r}"}
         )
     delivery = WebhookDelivery(
         repository=repository,
-        forge=forge_name,
-        headers=forge.redact_headers(headers),
-        body=body[:MAX_STORED_BODY].decode("utf-8", "replace"),
+        # The normalised name: the URL may say " GitHub" or "FORGEJO".
+        forge=forge_name.strip().lower(),
+        headers=_headers(forge.redact_headers(headers)),
+        body=_text(body[:MAX_STORED_BODY].decode("utf-8", "replace")),
         redelivery_of=redelivery_of,
     )
 
@@ -91,7 +116,7 @@ def receive(
         delivery.outcome, delivery.status_code, delivery.reason = (
             outcome,
             status,
-            reason[:500],
+            _text(reason, 500),
         )
         delivery.run = run
         delivery.duration_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -106,6 +131,13 @@ def receive(
             answer["url"] = run.get_absolute_url()
         return HookResult(status, answer)
 
+    limit = settings.SLIPWAY["WEBHOOK_MAX_BYTES"]
+    if len(body) > limit:
+        # The view checks Content-Length; this also covers chunked bodies and
+        # callers other than the view.
+        return done(
+            WebhookDelivery.Outcome.REJECTED, 413, f"body larger than {limit} bytes"
+        )
     try:
         forge.verify(headers, body, repository.webhook_secret)
         delivery.delivery_id = (
@@ -161,8 +193,8 @@ def _start(repository: Repository, event: PushEvent) -> Run:
         sha=sha,
         before=before,
         variables=dict(event.variables),
-        commit_message=event.message,
-        commit_author=event.author,
+        commit_message=_text(event.message),
+        commit_author=_text(event.author, 200),
     )
     return run
 
