@@ -125,6 +125,8 @@ def test_every_page_renders_cleanly_and_is_photographed(
     ):
         page.goto(f"{base}/repos/web/{tab}/")
         assert page.locator("h1").first.inner_text() == "web"
+    page.goto(f"{base}/repos/web/webhooks/")
+    shoot(page, "repository-webhook")
     page.goto(f"{base}/repos/web/webhooks/?forge=generic")
     assert "Authorization: Bearer" in page.inner_text("#curl-example")
     page.goto(f"{base}/repos/web/variables/")
@@ -175,6 +177,14 @@ def test_every_page_renders_cleanly_and_is_photographed(
     page.goto(f"{base}{failed_run.get_absolute_url()}")
     page.wait_for_selector(".pg-job")
     shoot(page, "run-dark")
+
+    # A phone.
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base}{failed_run.get_absolute_url()}")
+    page.wait_for_selector(".pg-job")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shoot(page, "run-phone")
 
     # Only the deliberate 404 above may complain.
     errors = [e for e in console.errors if "404" not in e or "/runs/999999/" not in e]
