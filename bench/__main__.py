@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from .common import BASE_DIR, Result, Results, Stack, load, machine
 

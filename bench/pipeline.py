@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+
 import httpx
 
 from .common import (

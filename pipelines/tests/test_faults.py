@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from core.testing.processes import CeleryWorker
 from core.testing import servers
+from core.testing.processes import CeleryWorker
 from pipelines import logs, services
 from pipelines.models import Job, Repository, Run, WebhookDelivery
 from pipelines.webhooks.testing import signed_request
