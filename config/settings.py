@@ -241,6 +241,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "pipelines.models.Run.Status",
         "JobStatusEnum": "pipelines.models.Job.Status",
+        "DeploymentStatusEnum": "pipelines.models.Deployment.Status",
+        "DeploymentKindEnum": "pipelines.models.Deployment.Kind",
     },
 }
 
