@@ -80,3 +80,6 @@ def _announce(sender, **kwargs):  # type: ignore[no-untyped-def]
 def _withdraw(**kwargs):  # type: ignore[no-untyped-def]
     if _announcer is not None:
         _announcer.stop()
+
+
+from . import trigger_tasks  # noqa: E402, F401
