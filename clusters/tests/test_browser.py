@@ -54,12 +54,13 @@ class MonitorThread:
         self.thread.join(10)
 
 
-def test_pods_page_shows_a_new_pod_live(asgi_server, victor, fake):
-    from playwright.sync_api import expect, sync_playwright
+def test_pods_page_shows_a_new_pod_live(asgi_server, victor, fake, browser):
+    from playwright.sync_api import expect
 
     fake.store.create(pod("existing", node_name="n1"))
     cluster = make_cluster(fake)
     monitor = MonitorThread().start()
+    context = None
     try:
         deadline = time.monotonic() + 15
         while snapshot.read_state(cluster.pk).get("stale") != "0":
@@ -70,41 +71,29 @@ def test_pods_page_shows_a_new_pod_live(asgi_server, victor, fake):
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
         session[HASH_SESSION_KEY] = victor.get_session_auth_hash()
         session.save()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                ],
-            )
-            try:
-                context = browser.new_context()
-                context.add_cookies(
-                    [
-                        {
-                            "name": settings.SESSION_COOKIE_NAME,
-                            "value": session.session_key,
-                            "url": asgi_server.url,
-                        }
-                    ]
-                )
-                page = context.new_page()
-                page.goto(f"{asgi_server.url}/clusters/{cluster.pk}/pods/")
-                expect(page.locator('tr[data-key="demo/existing"]')).to_be_visible()
-                expect(page.locator("[data-stale-ribbon]")).to_be_hidden(timeout=10000)
-                fake.store.create(pod("arrived-live", node_name="n1"))
-                row = page.locator('tr[data-key="demo/arrived-live"]')
-                expect(row).to_be_visible(timeout=10000)
-                expect(row).to_contain_text("Running")
-                fake.store.force_delete("pods", "demo", "existing")
-                expect(page.locator('tr[data-key="demo/existing"]')).to_have_count(
-                    0, timeout=10000
-                )
-            finally:
-                browser.close()
+        context = browser.new_context()
+        context.add_cookies(
+            [
+                {
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "value": session.session_key,
+                    "url": asgi_server.url,
+                }
+            ]
+        )
+        page = context.new_page()
+        page.goto(f"{asgi_server.url}/clusters/{cluster.pk}/pods/")
+        expect(page.locator('tr[data-key="demo/existing"]')).to_be_visible()
+        expect(page.locator("[data-stale-ribbon]")).to_be_hidden(timeout=10000)
+        fake.store.create(pod("arrived-live", node_name="n1"))
+        row = page.locator('tr[data-key="demo/arrived-live"]')
+        expect(row).to_be_visible(timeout=10000)
+        expect(row).to_contain_text("Running")
+        fake.store.force_delete("pods", "demo", "existing")
+        expect(page.locator('tr[data-key="demo/existing"]')).to_have_count(
+            0, timeout=10000
+        )
     finally:
+        if context is not None:
+            context.close()
         monitor.stop()

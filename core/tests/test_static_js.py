@@ -2,17 +2,14 @@
 
 No Django: a stdlib http.server serves /static/ and the harness pages in
 core/tests/jsharness/, and a small ``websockets`` server speaks the job-log protocol
-(see static/js/logviewer.js). Run with:
-
-    .venv/bin/python -m pytest -p no:django -p no:cacheprovider -o addopts="" \
-        core/tests/test_static_js.py -q
+(see static/js/logviewer.js). The browser is the shared ``browser`` fixture of the
+root conftest (Debian's Chromium through Playwright).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -21,26 +18,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import websockets.sync.server as ws_sync
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"
 HARNESS = Path(__file__).resolve().parent / "jsharness"
-CHROMIUM = os.environ.get("SLIPWAY_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("SLIPWAY_SCREENSHOTS", "/tmp"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-sync_api = pytest.importorskip("playwright.sync_api")
-ws_sync = pytest.importorskip("websockets.sync.server")
-if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium not found at {CHROMIUM}", allow_module_level=True)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -288,14 +273,6 @@ def log_server():
 
 
 # --------------------------------------------------------------------------- browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
