@@ -7,8 +7,9 @@ import time
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 from django.views.decorators.cache import never_cache
 from redis import Redis
 from redis.exceptions import RedisError
@@ -78,5 +79,8 @@ def page_not_found(
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """Render the 500 page without touching the database (it may be the cause)."""
-    return render(request, "500.html", status=500)
+    """Render the 500 page without touching the database (it may be the cause).
+
+    No request context: the context processors would look up the user and role.
+    """
+    return HttpResponseServerError(loader.get_template("500.html").render())
