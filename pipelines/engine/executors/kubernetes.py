@@ -17,6 +17,7 @@ This module never imports Django: the caller passes a client ``Configuration`` (
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import secrets
@@ -47,6 +48,18 @@ _DROPPED_ENV = ("HOME", "PATH", "SLIPWAY_WORKSPACE")
 _PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 _RED = b"\x1b[31;1m"
 _RESET = b"\x1b[0;m"
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call a generated API method; return the JSON body as a dict.
+
+    Objects stay plain dicts: the generated models refuse partial statuses that
+    servers (and fakes) do send, and nothing here needs them.
+    """
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    resp = fn(*args, _preload_content=False, **kwargs)
+    data = resp.data
+    return json.loads(data) if data else {}
 
 
 def _slug(text: str, size: int = 30) -> str:
@@ -168,13 +181,14 @@ class KubernetesExecutor:
         image = spec.image or self.default_image
         deadline = time.monotonic() + spec.timeout
         try:
-            pod = core.create_namespaced_pod(
+            pod = _call(
+                core.create_namespaced_pod,
                 self.namespace,
                 pod_manifest(spec, name, image, secret),
-                _request_timeout=REQUEST_TIMEOUT,
             )
             env = {k: v for k, v in spec.env.items() if k not in _DROPPED_ENV}
-            core.create_namespaced_secret(
+            _call(
+                core.create_namespaced_secret,
                 self.namespace,
                 {
                     "apiVersion": "v1",
@@ -186,14 +200,13 @@ class KubernetesExecutor:
                                 "apiVersion": "v1",
                                 "kind": "Pod",
                                 "name": name,
-                                "uid": pod.metadata.uid,
+                                "uid": pod["metadata"]["uid"],
                             }
                         ],
                     },
                     "type": "Opaque",
                     "stringData": env,
                 },
-                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             self._delete(core, name, secret)
@@ -250,10 +263,8 @@ class KubernetesExecutor:
                 return "timeout", None, f"timed out after {timeout} seconds"
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.poll_interval
-                pod = core.read_namespaced_pod(
-                    name, self.namespace, _request_timeout=REQUEST_TIMEOUT
-                )
-                phase = pod.status.phase or "Pending"
+                pod = _call(core.read_namespaced_pod, name, self.namespace)
+                phase = (pod.get("status") or {}).get("phase") or "Pending"
                 if phase == "Pending":
                     problem = _pull_problem(pod)
                     if problem:
@@ -261,7 +272,7 @@ class KubernetesExecutor:
                 elif reader is None:
                     reader = threading.Thread(
                         target=self._pump,
-                        args=(core, name, chunks, holder),
+                        args=(core, name, chunks, holder, timeout),
                         name=f"k8s-logs-{name}",
                         daemon=True,
                     )
@@ -294,6 +305,7 @@ class KubernetesExecutor:
         name: str,
         chunks: queue.Queue[bytes | None],
         holder: dict[str, Any],
+        timeout: int,
     ) -> None:
         # The client's log stream blocks; a thread turns it into a queue so the
         # calling thread can watch cancel and the deadline, and call `output` itself.
@@ -304,14 +316,15 @@ class KubernetesExecutor:
                 container=CONTAINER,
                 follow=True,
                 _preload_content=False,
-                _request_timeout=(REQUEST_TIMEOUT[0], None),
+                # A job may be silent for long: only its own timeout bounds a read.
+                _request_timeout=(REQUEST_TIMEOUT[0], timeout + 60),
             )
             holder["resp"] = resp
             for chunk in resp.stream(4096):
                 if chunk:
                     chunks.put(bytes(chunk))
-        except Exception:  # noqa: BLE001, S110 - the pod went away or the stream broke.
-            pass
+        except Exception as exc:  # noqa: BLE001 - the pod went away or the stream broke.
+            holder["error"] = exc
         finally:
             chunks.put(None)
 
@@ -337,23 +350,28 @@ class KubernetesExecutor:
                 pass
 
 
-def _container_status(pod: Any) -> Any:
-    for status in (pod.status.container_statuses or []) if pod is not None else []:
-        if status.name == CONTAINER:
-            return status
-    return None
+def _container_status(pod: dict[str, Any] | None) -> dict[str, Any]:
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    for status in statuses:
+        if status.get("name") == CONTAINER:
+            return dict(status)
+    return {}
 
 
-def _exit_code(pod: Any) -> int | None:
+def _exit_code(pod: dict[str, Any] | None) -> int | None:
+    terminated = (_container_status(pod).get("state") or {}).get("terminated")
+    if not terminated or terminated.get("exitCode") is None:
+        return None
+    return int(terminated["exitCode"])
+
+
+def _pull_problem(pod: dict[str, Any] | None) -> str:
     status = _container_status(pod)
-    terminated = status and status.state and status.state.terminated
-    return int(terminated.exit_code) if terminated else None
-
-
-def _pull_problem(pod: Any) -> str:
-    status = _container_status(pod)
-    waiting = status and status.state and status.state.waiting
-    if waiting and waiting.reason in _PULL_ERRORS:
-        image = status.image or ""
-        return f"cannot pull image {image}: {waiting.reason}: {waiting.message or ''}"
+    waiting = (status.get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in _PULL_ERRORS:
+        image = status.get("image") or ""
+        return (
+            f"cannot pull image {image}: {waiting['reason']}: "
+            f"{waiting.get('message') or ''}"
+        )
     return ""
