@@ -346,39 +346,16 @@ def advance_run(run_id: int) -> None:
                 events.run_changed(run)
             return
         nodes = _nodes(jobs)
-        statuses = {job.name: job.status for job in jobs}
-        step = plan.step(nodes, statuses)
         by_name = {job.name: job for job in jobs}
         now = timezone.now()
         to_queue: list[Job] = []
-        for name in step.start:
-            job = by_name[name]
-            reason = workers.waiting_reason(job.queue, job.executor)
-            if Job.objects.transition(
-                job.pk,
-                [Job.Status.CREATED],
-                status=Job.Status.PENDING,
-                queued_at=now,
-                reason=reason,
-            ):
-                job.status, job.queued_at, job.reason = Job.Status.PENDING, now, reason
-                to_queue.append(job)
-                events.job_changed(job)
-        for name, reason in step.skip:
-            job = by_name[name]
-            if Job.objects.transition(
-                job.pk, [Job.Status.CREATED], status=Job.Status.SKIPPED, reason=reason
-            ):
-                job.status, job.reason = Job.Status.SKIPPED, reason
-                events.job_changed(job)
-        for name in step.manual:
-            job = by_name[name]
-            reason = "waiting for someone to start it (manual job)"
-            if Job.objects.transition(
-                job.pk, [Job.Status.CREATED], status=Job.Status.MANUAL, reason=reason
-            ):
-                job.status, job.reason = Job.Status.MANUAL, reason
-                events.job_changed(job)
+        # A skip can unblock further skips (a failed build skips test, then deploy):
+        # step until nothing changes; each pass settles at least one job.
+        for _ in range(len(jobs) + 1):
+            step = plan.step(nodes, {job.name: job.status for job in jobs})
+            if step.empty:
+                break
+            to_queue += _apply_step(step, by_name, now)
         for name, reason in step.waiting.items():
             job = by_name[name]
             if job.reason != reason and job.status == Job.Status.CREATED:
@@ -401,6 +378,40 @@ def advance_run(run_id: int) -> None:
             _enqueue(job)
     if final is not None:
         _finish_run(run, final)
+
+
+def _apply_step(step: plan.Step, by_name: dict[str, Job], now: Any) -> list[Job]:
+    """Apply one planner step with conditional updates; return the jobs to queue."""
+    to_queue = []
+    for name in step.start:
+        job = by_name[name]
+        reason = workers.waiting_reason(job.queue, job.executor)
+        if Job.objects.transition(
+            job.pk,
+            [Job.Status.CREATED],
+            status=Job.Status.PENDING,
+            queued_at=now,
+            reason=reason,
+        ):
+            job.status, job.queued_at, job.reason = Job.Status.PENDING, now, reason
+            to_queue.append(job)
+            events.job_changed(job)
+    for name, reason in step.skip:
+        job = by_name[name]
+        if Job.objects.transition(
+            job.pk, [Job.Status.CREATED], status=Job.Status.SKIPPED, reason=reason
+        ):
+            job.status, job.reason = Job.Status.SKIPPED, reason
+            events.job_changed(job)
+    for name in step.manual:
+        job = by_name[name]
+        reason = "waiting for someone to start it (manual job)"
+        if Job.objects.transition(
+            job.pk, [Job.Status.CREATED], status=Job.Status.MANUAL, reason=reason
+        ):
+            job.status, job.reason = Job.Status.MANUAL, reason
+            events.job_changed(job)
+    return to_queue
 
 
 def _enqueue(job: Job) -> None:

@@ -1,0 +1,179 @@
+"""Service-level behaviour without workers: claims, reasons, limits, retries."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import services
+from pipelines.models import Job, Repository, Run
+
+from .gitrepo import GitRepo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TWO_STAGES = """
+build:
+  stage: build
+  script: [make]
+test:
+  stage: test
+  script: [make test]
+lint:
+  stage: test
+  needs: []
+  script: [make lint]
+gate:
+  stage: deploy
+  when: manual
+  script: [ship]
+docs:
+  stage: deploy
+  rules:
+    - if_branch: release/*
+  script: [make docs]
+"""
+
+
+@pytest.fixture
+def repository(tmp_path) -> Repository:
+    git = GitRepo(tmp_path / "svc")
+    git.commit({".slipway.yml": TWO_STAGES})
+    return Repository.objects.create(name="svc", clone_url=str(git.path))
+
+
+def started(repository: Repository, **kwargs) -> Run:
+    run = services.trigger_run(repository, ref="main", **kwargs)
+    services.start_run(run.pk)
+    return Run.objects.get(pk=run.pk)
+
+
+def jobs_of(run: Run) -> dict[str, Job]:
+    return {job.name: job for job in Job.objects.filter(run=run, retried=False)}
+
+
+def complete(job: Job, status: str = "success") -> None:
+    assert Job.objects.claim(job.pk, worker="test") is not None
+    assert services.finish_job(
+        job.pk, status, exit_code=0 if status == "success" else 1
+    )
+
+
+def test_every_waiting_job_says_why(repository) -> None:
+    run = started(repository)
+    jobs = jobs_of(run)
+    assert run.status == "running"
+    assert jobs["build"].status == "pending"
+    assert jobs["lint"].status == "pending"  # needs: [] starts at once
+    assert jobs["test"].status == "created"
+    assert jobs["test"].reason == "waiting for stage build: build"
+    assert jobs["docs"].status == "skipped"
+    assert jobs["docs"].reason.startswith("excluded by rules: no rule matched")
+
+
+def test_a_redelivered_start_or_claim_does_nothing(repository) -> None:
+    run = started(repository)
+    services.start_run(run.pk)  # Delivered twice.
+    assert Job.objects.filter(run=run).count() == 5
+    build = jobs_of(run)["build"]
+    assert Job.objects.claim(build.pk, worker="a") is not None
+    assert Job.objects.claim(build.pk, worker="b") is None
+    assert Job.objects.get(pk=build.pk).worker == "a"
+
+
+def test_stages_advance_and_manual_jobs_do_not_block_the_run(repository) -> None:
+    run = started(repository)
+    jobs = jobs_of(run)
+    complete(jobs["build"])
+    complete(jobs["lint"])
+    services.advance_run(run.pk)
+    jobs = jobs_of(run)
+    assert jobs["test"].status == "pending"
+    complete(jobs["test"])
+    services.advance_run(run.pk)
+    jobs = jobs_of(run)
+    assert jobs["gate"].status == "manual"
+    assert "manual" in jobs["gate"].reason
+    run.refresh_from_db()
+    assert run.status == "success"
+    services.play_job(jobs["gate"])
+    services.advance_run(run.pk)
+    assert Job.objects.get(pk=jobs["gate"].pk).status == "pending"
+    assert Run.objects.get(pk=run.pk).status == "running"
+
+
+def test_a_failure_skips_later_stages_and_retry_brings_them_back(repository) -> None:
+    run = started(repository)
+    jobs = jobs_of(run)
+    complete(jobs["build"], "failed")
+    complete(jobs["lint"])
+    services.advance_run(run.pk)
+    jobs = jobs_of(run)
+    assert jobs["test"].status == "skipped"
+    assert Run.objects.get(pk=run.pk).status == "failed"
+    clone = services.retry_job(jobs["build"])
+    services.advance_run(run.pk)
+    jobs = jobs_of(run)
+    assert jobs["build"].pk == clone.pk and jobs["build"].status == "pending"
+    assert jobs["test"].status == "created"
+    assert jobs["docs"].status == "skipped"  # Rule skips stay skipped.
+    assert Run.objects.get(pk=run.pk).status == "running"
+
+
+def test_concurrency_limit_holds_a_second_run_with_a_reason(repository) -> None:
+    repository.concurrency_limit = 1
+    repository.save()
+    first = started(repository)
+    second = started(repository)
+    assert first.status == "running"
+    assert second.status == "pending"
+    assert "concurrency limit" in second.status_reason
+    assert all(
+        j.status == "created" and "concurrency limit" in j.reason
+        for j in jobs_of(second).values()
+        if j.status != "skipped"
+    )
+    services.cancel_run(first)
+    services.advance_run(first.pk)
+    assert Run.objects.get(pk=first.pk).status == "canceled"
+    services.advance_run(second.pk)
+    assert Run.objects.get(pk=second.pk).status == "running"
+
+
+def test_a_new_push_cancels_older_runs_of_the_branch_when_asked(repository) -> None:
+    repository.cancel_superseded = True
+    repository.save()
+    old = started(repository)
+    started(repository)
+    old.refresh_from_db()
+    assert all(j.status in ("canceled", "skipped") for j in jobs_of(old).values()), {
+        n: j.status for n, j in jobs_of(old).items()
+    }
+    assert old.status_reason.startswith("superseded by run #2")
+
+
+def test_actions_in_the_wrong_state_are_refused(repository) -> None:
+    run = started(repository)
+    jobs = jobs_of(run)
+    with pytest.raises(services.ActionError):
+        services.retry_job(jobs["build"])  # Still pending.
+    with pytest.raises(services.ActionError):
+        services.play_job(jobs["build"])
+    with pytest.raises(services.ActionError):
+        services.trigger_run(repository, ref="")
+
+
+def test_job_environment_is_scrubbed_and_predefined(repository, tmp_path) -> None:
+    import os
+
+    os.environ["SLIPWAY_TEST_LEAK"] = "leak"
+    run = started(repository, variables={"EXTRA": "x-$SLIPWAY_BRANCH"})
+    job = Job.objects.select_related("run__repository", "stage").get(
+        run=run, name="build"
+    )
+    env = services.job_environment(job, tmp_path)
+    assert env["CI"] == "true"
+    assert env["SLIPWAY_BRANCH"] == "main"
+    assert env["SLIPWAY_COMMIT_SHA"] == run.commit_sha
+    assert env["EXTRA"] == "x-main"
+    for leaked in ("SLIPWAY_TEST_LEAK", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+        assert leaked not in env
