@@ -521,7 +521,7 @@ def git_repo(path: Path, files: dict[str, str]) -> str:
     for name, text in files.items():
         (path / name).write_text(text)
     git("add", "-A")
-    git("commit", "-q", "-m", "bench")
+    git("commit", "-q", "--allow-empty", "-m", "bench")
     return git("rev-parse", "HEAD")
 
 
