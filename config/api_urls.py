@@ -23,6 +23,7 @@ from pipelines import api as pipelines_api
 
 class Router(DefaultRouter):
     include_root_view = False
+    include_format_suffixes = False
 
 
 router = Router(trailing_slash=True)
@@ -33,6 +34,8 @@ router.register("artifacts", pipelines_api.ArtifactViewSet, "artifact")
 router.register("deliveries", pipelines_api.DeliveryViewSet, "delivery")
 router.register("schedules", pipelines_api.ScheduleViewSet, "schedule")
 router.register("variables", pipelines_api.VariableViewSet, "variable")
+router.register("environments", pipelines_api.EnvironmentViewSet, "environment")
+router.register("deployments", pipelines_api.DeploymentViewSet, "deployment")
 router.register("clusters", ClusterViewSet, "cluster")
 router.register("audit", AuditEventViewSet, "audit")
 

@@ -56,9 +56,10 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def _action_errors() -> tuple[type[Exception], ...]:
     # Imported late: core must not import the apps at module level.
     from clusters.services import ActionError as ClusterActionError
+    from pipelines.delivery import DeliveryError
     from pipelines.services import ActionError
 
-    return (ActionError, ClusterActionError)
+    return (ActionError, ClusterActionError, DeliveryError)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

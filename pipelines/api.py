@@ -22,6 +22,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, renderers, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -30,15 +31,30 @@ from core import audit, roles
 from core.api import ErrorSerializer
 from core.api_views import ApiViewSet
 
-from . import logs, services
-from .models import Artifact, Job, Repository, Run, Schedule, Variable, WebhookDelivery
+from . import delivery, logs, services
+from .models import (
+    Artifact,
+    Deployment,
+    Environment,
+    Job,
+    Repository,
+    Run,
+    Schedule,
+    Variable,
+    WebhookDelivery,
+)
 from .serializers import (
     ArtifactSerializer,
+    DeploymentDetailSerializer,
+    DeploymentSerializer,
+    EnvironmentSerializer,
     JobSerializer,
     LogQuerySerializer,
     LogSerializer,
+    PromoteSerializer,
     RedeliverySerializer,
     RepositorySerializer,
+    RollbackSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
     RunSerializer,
@@ -464,4 +480,112 @@ class VariableViewSet(AuditedModelViewSet):
             serializer,
             "create",
             secret=serializer.validated_data.get("is_secret", False),
+        )
+
+
+# --- environments and deployments ---------------------------------------------------
+
+
+class EnvironmentFilter(django_filters.FilterSet):
+    repository = django_filters.NumberFilter(field_name="repository_id")
+    name = django_filters.CharFilter()
+
+    class Meta:
+        model = Environment
+        fields = ["repository", "name"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List environments"),
+    retrieve=extend_schema(summary="Show an environment"),
+)
+class EnvironmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Deploy targets. Rolling back and promoting need the environment's deploy
+    role (operator unless the environment says otherwise; see may_deploy)."""
+
+    queryset = Environment.objects.select_related("repository", "deploy_group")
+    serializer_class = EnvironmentSerializer
+    filterset_class = EnvironmentFilter
+    # The gate lets developers through: the environment decides (delivery.may_deploy).
+    required_roles = {"rollback": roles.DEVELOPER, "promote": roles.DEVELOPER}
+
+    def _deployable(self) -> Environment:
+        # Check who may deploy before the body, so a refused user learns nothing.
+        environment = self.get_object()
+        if not delivery.may_deploy(self.request.user, environment):
+            raise PermissionDenied(
+                f"Deploying to {environment.name} needs the "
+                f"{environment.deploy_role} role."
+            )
+        return environment
+
+    @extend_schema(
+        summary="Roll back to an earlier deployment (deploy role)",
+        request=RollbackSerializer,
+        responses={201: DeploymentSerializer, **ERRORS, 409: CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request: Request, pk: str) -> Response:
+        environment = self._deployable()
+        params = RollbackSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        to = None
+        if params.validated_data.get("to"):
+            to = Deployment.objects.filter(pk=params.validated_data["to"]).first()
+            if to is None:
+                raise ValidationError({"to": "No such deployment."})
+        deployment = delivery.rollback(
+            environment, to=to, user=request.user, request=request
+        )
+        return Response(
+            DeploymentSerializer(deployment).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        summary="Deploy what runs on another environment here (deploy role)",
+        request=PromoteSerializer,
+        responses={201: DeploymentSerializer, **ERRORS, 409: CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str) -> Response:
+        target = self._deployable()
+        params = PromoteSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        source = Environment.objects.filter(pk=params.validated_data["source"]).first()
+        if source is None:
+            raise ValidationError({"source": "No such environment."})
+        deployment = delivery.promote(
+            source, target, user=request.user, request=request
+        )
+        return Response(
+            DeploymentSerializer(deployment).data, status=status.HTTP_201_CREATED
+        )
+
+
+class DeploymentFilter(django_filters.FilterSet):
+    environment = django_filters.NumberFilter(field_name="environment_id")
+    repository = django_filters.NumberFilter(field_name="environment__repository_id")
+    status = django_filters.ChoiceFilter(choices=Deployment.Status.choices)
+    kind = django_filters.ChoiceFilter(choices=Deployment.Kind.choices)
+
+    class Meta:
+        model = Deployment
+        fields = ["environment", "repository", "status", "kind"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List deployments, newest first"),
+    retrieve=extend_schema(summary="Show a deployment with its manifests and log"),
+)
+class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Rollouts to environments: deploy jobs, rollbacks and promotions."""
+
+    queryset = Deployment.objects.select_related("user")
+    filterset_class = DeploymentFilter
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        return (
+            DeploymentSerializer
+            if self.action == "list"
+            else DeploymentDetailSerializer
         )

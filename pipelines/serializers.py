@@ -19,6 +19,8 @@ from .forms import REF_RE, RESERVED_NAMES
 from .models import (
     VARIABLE_NAME_VALIDATOR,
     Artifact,
+    Deployment,
+    Environment,
     Job,
     Repository,
     Run,
@@ -500,3 +502,91 @@ class VariableSerializer(serializers.ModelSerializer):
         if name and clash.exists():
             raise serializers.ValidationError({"name": f"{name} already exists here."})
         return attrs
+
+
+# --- environments and deployments ---------------------------------------------------
+
+
+class EnvironmentSerializer(serializers.ModelSerializer):
+    """Where a repository deploys to, and what runs there now."""
+
+    repository_name = serializers.CharField(source="repository.name", read_only=True)
+    deploy_group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    current_deployment = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Environment
+        fields = [
+            "id",
+            "repository",
+            "repository_name",
+            "name",
+            "cluster",
+            "namespace",
+            "url",
+            "protected",
+            "deploy_role",
+            "deploy_group",
+            "created_at",
+            "current_deployment",
+            "web_url",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_current_deployment(self, obj: Environment) -> int | None:
+        current = obj.current_deployment()
+        return current.pk if current else None
+
+    def get_web_url(self, obj: Environment) -> str:
+        return obj.get_absolute_url()
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    """One rollout to an environment (the applied manifests only in the detail)."""
+
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id",
+            "environment",
+            "kind",
+            "status",
+            "run",
+            "job",
+            "source",
+            "commit_sha",
+            "ref",
+            "user",
+            "trigger",
+            "namespace",
+            "images",
+            "message",
+            "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class DeploymentDetailSerializer(DeploymentSerializer):
+    class Meta(DeploymentSerializer.Meta):
+        fields = [*DeploymentSerializer.Meta.fields, "manifests", "log"]
+        read_only_fields = fields
+
+
+class RollbackSerializer(serializers.Serializer):
+    to = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="The deployment to restore; default: the previous successful one.",
+    )
+
+
+class PromoteSerializer(serializers.Serializer):
+    source = serializers.IntegerField(
+        min_value=1, help_text="The environment whose current deployment to copy."
+    )

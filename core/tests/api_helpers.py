@@ -14,6 +14,8 @@ from core import tokens
 from core.models import ApiToken
 from pipelines.models import (
     Artifact,
+    Deployment,
+    Environment,
     Job,
     Repository,
     Run,
@@ -71,12 +73,23 @@ class World:
     variable: Variable
     secret: Variable
     cluster: Cluster
+    environment: Environment
+    deployment: Deployment
 
 
 def make_world() -> World:
     """Create a repository with a failed run, its jobs and the rest."""
     n = next(_seq)
     repository = make_repository(name=f"world-{n}")
+    cluster = Cluster.objects.create(
+        name=f"world-{n}",
+        auth_mode=Cluster.AuthMode.TOKEN,
+        api_server="https://127.0.0.1:1",
+        token="not-a-real-token",
+    )
+    environment = Environment.objects.create(
+        repository=repository, name="staging", cluster=cluster, namespace="staging"
+    )
     run = make_run(repository=repository, status=Run.Status.FAILED)
     stage = make_stage(run, "build", 0, status="failed")
     job = make_job(run=run, stage=stage, name="compile")
@@ -84,6 +97,15 @@ def make_world() -> World:
     failed = make_job(run=run, stage=stage, name="unit", status=Job.Status.FAILED)
     manual = make_job(
         run=run, stage=stage, name="deploy", status=Job.Status.MANUAL, when="manual"
+    )
+    deployment = Deployment.objects.create(
+        environment=environment,
+        status=Deployment.Status.SUCCESS,
+        run=run,
+        job=job,
+        commit_sha=run.commit_sha,
+        namespace="staging",
+        manifests="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
     )
     return World(
         repository=repository,
@@ -98,10 +120,7 @@ def make_world() -> World:
         secret=make_variable(
             repository, name="TOKEN", value="s3cr3t-value", is_secret=True
         ),
-        cluster=Cluster.objects.create(
-            name=f"world-{n}",
-            auth_mode=Cluster.AuthMode.TOKEN,
-            api_server="https://127.0.0.1:1",
-            token="not-a-real-token",
-        ),
+        cluster=cluster,
+        environment=environment,
+        deployment=deployment,
     )

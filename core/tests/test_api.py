@@ -45,9 +45,7 @@ def test_run_list_filters_and_paginates(victor: User) -> None:
     for _ in range(3):
         make_run(repository=world.repository, branch="feature/x")
     client = token_client(victor, ApiToken.Scope.READ)
-    body = client.get(
-        "/api/v1/runs/", {"branch": "feature/x", "page_size": 2}
-    ).json()
+    body = client.get("/api/v1/runs/", {"branch": "feature/x", "page_size": 2}).json()
     assert body["count"] == 3 and len(body["results"]) == 2 and body["next"]
     assert {r["branch"] for r in body["results"]} == {"feature/x"}
     failed = client.get("/api/v1/runs/", {"status": "failed"}).json()
@@ -282,9 +280,7 @@ def test_deliveries_per_repository_and_redeliver(bob: User) -> None:
     ).json()
     assert [d["id"] for d in listed["results"]] == [world.delivery.pk]
     # A rejected delivery cannot be redelivered: the service says so, 409.
-    assert_error(
-        client.post(f"/api/v1/deliveries/{world.delivery.pk}/redeliver/"), 409
-    )
+    assert_error(client.post(f"/api/v1/deliveries/{world.delivery.pk}/redeliver/"), 409)
 
 
 def test_clusters_read_without_credentials(victor: User) -> None:
@@ -294,9 +290,7 @@ def test_clusters_read_without_credentials(victor: User) -> None:
     assert body["name"] == world.cluster.name
     assert "token" not in body and "kubeconfig" not in body
     assert client.get(f"/api/v1/clusters/{world.cluster.pk}/objects/pods/").json() == []
-    assert_error(
-        client.get(f"/api/v1/clusters/{world.cluster.pk}/objects/bogus/"), 404
-    )
+    assert_error(client.get(f"/api/v1/clusters/{world.cluster.pk}/objects/bogus/"), 404)
 
 
 def test_cluster_actions_need_an_operator_and_are_audited(
@@ -325,9 +319,11 @@ def test_audit_api_is_for_admins(alice: User, olivia: User) -> None:
         format="json",
     )
     assert_error(token_client(olivia).get("/api/v1/audit/"), 403)
-    body = token_client(alice).get(
-        "/api/v1/audit/", {"action": "repository.", "actor": "alice"}
-    ).json()
+    body = (
+        token_client(alice)
+        .get("/api/v1/audit/", {"action": "repository.", "actor": "alice"})
+        .json()
+    )
     assert [e["action"] for e in body["results"]] == ["repository.create"]
     assert body["results"][0]["source"] == "api"
     assert_error(token_client(alice).get("/api/v1/audit/", {"since": "yesterday"}), 400)
