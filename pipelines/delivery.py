@@ -31,6 +31,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from core import audit, roles
+from core.models import AuditEvent
 
 from . import manifests
 from .engine import spec as engine_spec
@@ -255,7 +256,7 @@ def deploy_job(job: Job, workspace: Path, log: Log) -> tuple[bool, str]:
         "environment.deploy",
         actor=job.approved_by,
         target=environment,
-        source=audit.AuditEvent.Source.SYSTEM,
+        source=AuditEvent.Source.SYSTEM.value,
         details={
             "deployment": deployment.pk,
             "job": job.pk,

@@ -67,7 +67,7 @@ def _read_documents(path: Path, shown: str) -> list[dict[str, Any]]:
         raise ManifestError(f"{shown}: invalid YAML: {exc}") from None
     except UnicodeDecodeError:
         raise ManifestError(f"{shown}: not a UTF-8 text file") from None
-    out = []
+    out: list[dict[str, Any]] = []
     for index, doc in enumerate(docs):
         if doc is None:
             continue

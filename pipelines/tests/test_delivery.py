@@ -548,3 +548,16 @@ def test_an_admin_adds_an_environment(client, repo, cluster, alice):
     assert AuditEvent.objects.filter(action="environment.create").exists()
     edit = reverse("environments:edit", args=["shop", "staging"])
     assert client.get(edit).status_code == 200
+
+
+def test_the_api_refuses_a_developers_approval_with_403(production, repo, bob, olivia):
+    from rest_framework.test import APIClient
+
+    job = create_jobs(repo)["production"]
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.MANUAL)
+    api = APIClient()
+    api.force_authenticate(bob)
+    assert api.post(f"/api/v1/jobs/{job.pk}/play/").status_code == 403
+    api.force_authenticate(olivia)
+    assert api.post(f"/api/v1/jobs/{job.pk}/play/").status_code in (200, 202)
+    assert Job.objects.get(pk=job.pk).approved_by == olivia

@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -160,7 +160,7 @@ class KubernetesExecutor:
         except Exception as exc:  # noqa: BLE001 - unreachable, TLS, DNS: not here.
             return False, f"cluster {self.cluster_name} is unreachable: {exc}"
         finally:
-            api.close()
+            api.close()  # type: ignore[no-untyped-call]
         return True, ""
 
     # --------------------------------------------------------------------------- run
@@ -210,7 +210,7 @@ class KubernetesExecutor:
             )
         except ApiException as exc:
             self._delete(core, name, secret)
-            api.close()
+            api.close()  # type: ignore[no-untyped-call]
             return ExecResult(
                 "error",
                 None,
@@ -221,7 +221,7 @@ class KubernetesExecutor:
             )
         except Exception as exc:  # noqa: BLE001
             self._delete(core, name, secret)
-            api.close()
+            api.close()  # type: ignore[no-untyped-call]
             return ExecResult("error", None, started, time.time(), f"kubernetes: {exc}")
         output(
             f"Running in pod {name} (namespace {self.namespace}, image {image})\n".encode()
@@ -234,7 +234,7 @@ class KubernetesExecutor:
             status, code, message = "error", None, f"kubernetes: {exc}"
         finally:
             self._delete(core, name, secret, now=True)
-            api.close()
+            api.close()  # type: ignore[no-untyped-call]
         return ExecResult(status, code, started, time.time(), message)
 
     def _follow(
@@ -320,7 +320,7 @@ class KubernetesExecutor:
                 _request_timeout=(REQUEST_TIMEOUT[0], timeout + 60),
             )
             holder["resp"] = resp
-            for chunk in resp.stream(4096):
+            for chunk in cast(Any, resp).stream(4096):
                 if chunk:
                     chunks.put(bytes(chunk))
         except Exception as exc:  # noqa: BLE001 - the pod went away or the stream broke.
