@@ -6,7 +6,9 @@
     python -m bench --list
 
 Stages: idle, pipeline, logs, pages, faults, plus the external ones when their
-scripts exist (webhooks: bench/webhooks.py; monitor: bench/monitor.py). Results are
+scripts exist (webhooks: bench/webhooks.py; clusters: bench/clusters.py, the
+cluster monitor's load; both owned by other engineers and run as subprocesses that
+print `BENCH {json}` rows). Results are
 merged into bench/results.json (one entry per metric, the newest wins) and the table
 in docs/performance.md is rewritten from it.
 """
@@ -25,7 +27,8 @@ import traceback
 from .common import BASE_DIR, Result, Results, Stack, load, machine
 
 STAGES = ["idle", "pipeline", "logs", "pages", "faults"]
-EXTERNAL = {"webhooks": "bench/webhooks.py", "monitor": "bench/monitor.py"}
+EXTERNAL = {"webhooks": "bench/webhooks.py", "clusters": "bench/clusters.py"}
+EXTRA_ARGS = {"webhooks": ["--postgres"]}
 RESULTS_JSON = BASE_DIR / "bench" / "results.json"
 DOC = BASE_DIR / "docs" / "performance.md"
 START = "<!-- bench:results:start -->"
@@ -50,7 +53,8 @@ def _run_external(name: str, quick: bool, results: Results) -> None:
         print(f"{name}: {script} does not exist; skipped", flush=True)
         return
     module = f"bench.{script.stem}"
-    argv = [sys.executable, "-m", module] + (["--quick"] if quick else [])
+    argv = [sys.executable, "-m", module, *EXTRA_ARGS.get(name, [])]
+    argv += ["--quick"] if quick else []
     print(f"{name}: {' '.join(argv[1:])} (load {load()})", flush=True)
     out = BASE_DIR / "bench" / f".{name}.out"
     started = time.monotonic()
@@ -68,6 +72,7 @@ def _run_external(name: str, quick: bool, results: Results) -> None:
                 data.get("target", "—"),
                 data["measured"],
                 {"pass": True, "fail": False}.get(str(data.get("verdict")).lower()),
+                load=str(data.get("load") or load()),
                 detail=data.get("detail", {}),
             )
         )
