@@ -29,6 +29,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.utils import timezone
 
 from core import audit, roles
 from core.models import AuditEvent
@@ -371,8 +372,24 @@ def _finish(deployment: Deployment, ok: bool, message: str) -> None:
 # ------------------------------------------------------------ rollback, promote
 
 
+STALE_MARGIN = 600
+
+
 def _busy(environment: Environment) -> None:
-    if environment.deployments.filter(status=Deployment.Status.RUNNING).exists():
+    """Refuse while a deployment runs; fail one whose worker died long ago."""
+    now = timezone.now()
+    running = environment.deployments.filter(
+        status=Deployment.Status.RUNNING
+    ).select_related("job")
+    for deployment in running:
+        age = (now - deployment.created_at).total_seconds()
+        if age > _timeout_of(deployment) + STALE_MARGIN:
+            # Its rollout would have timed out long ago: the worker is gone.
+            deployment.finish(
+                Deployment.Status.FAILED,
+                "its worker stopped before the rollout finished",
+            )
+            continue
         raise DeliveryError(
             f"A deployment to {environment.name} is running; wait for it to finish."
         )

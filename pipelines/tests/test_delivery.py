@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -353,9 +354,16 @@ def test_a_second_rollback_waits_for_the_running_one(fake, staging, olivia):
     Deployment.objects.create(
         environment=staging, status="success", manifests=deployment_yaml("a:2")
     )
-    delivery.rollback(staging, to=first, user=olivia)
+    running = delivery.rollback(staging, to=first, user=olivia)
     with pytest.raises(delivery.DeliveryError, match="is running"):
         delivery.rollback(staging, to=first, user=olivia)
+    # One whose worker died long ago no longer blocks: it is marked failed.
+    Deployment.objects.filter(pk=running.pk).update(
+        created_at=running.created_at - timedelta(hours=2)
+    )
+    assert delivery.rollback(staging, to=first, user=olivia).status == "running"
+    running.refresh_from_db()
+    assert running.status == "failed" and "worker stopped" in running.message
 
 
 # --------------------------------------------------------- protected environments
