@@ -171,7 +171,7 @@ def _slowest_queries(path: str, username: str = "bench") -> list[dict[str, Any]]
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(User.objects.get(username=username))
     client.get(path)  # warm
     with CaptureQueriesContext(connection) as captured:
