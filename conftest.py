@@ -96,22 +96,32 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium driven by Playwright (installed by platform/test.sh)."""
+    """Debian's Chromium driven by Playwright (installed by platform/test.sh).
+
+    Module-scoped: Playwright's sync API keeps an event loop running on the main
+    thread while it lives, which would break later tests that call asyncio.run().
+    """
     import os
 
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an event loop on the main thread; the ORM calls the
-    # tests make there are still plain synchronous code.
+    # The ORM calls tests make beside that loop are still plain synchronous code.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
+    try:
+        with sync_playwright() as playwright:
+            launched = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS
+            )
+            yield launched
+            launched.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def browser_login(page: object, base_url: str, username: str) -> None:

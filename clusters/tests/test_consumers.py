@@ -17,7 +17,7 @@ from clusters import events, snapshot
 
 from .factories import make_cluster
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def session_cookie(user) -> str:
