@@ -19,9 +19,10 @@ import logging
 from typing import Any
 
 import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, pagination, permissions, serializers
 from rest_framework.request import Request
@@ -72,6 +73,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied(str(exc) or None)
     elif isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, (OverflowError, DataError)):
+        # A number too large for the database column (SQLite raises OverflowError,
+        # PostgreSQL DataError): bad input, not a server fault.
+        return Response(
+            error_body("invalid", "A value is out of range for this field."),
+            status=400,
+        )
     elif isinstance(exc, IntegrityError):
         # A race lost against a unique constraint: the row exists already.
         logger.info("API integrity error: %s", exc)
@@ -195,6 +203,10 @@ class TokenScopePermission(permissions.BasePermission):
 
 DEFAULT_PERMISSIONS = [RolePermission, TokenScopePermission]
 
+# Ids in URLs and filters: at most 18 digits, so always within a 64-bit column.
+MAX_ID = 10**18 - 1
+ID_REGEX = r"[0-9]{1,18}"
+
 
 class AuditSourceMixin:
     """Mark the request so audit records made under it say ``source="api"``."""
@@ -202,6 +214,17 @@ class AuditSourceMixin:
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         request._request.audit_source = AuditEvent.Source.API  # type: ignore[attr-defined]
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
+
+class IdFilter(django_filters.NumberFilter):
+    """Filter by an object id: a whole number that fits a 64-bit column."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
 
 
 # --- pagination ---------------------------------------------------------------------

@@ -1,14 +1,43 @@
-"""Base classes of the API's views, and the audit log endpoint (admins only)."""
+"""Base classes of the API's views and schema, and the audit log endpoint (admins)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema as _SpectacularAutoSchema
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.views import APIView
 
 from . import roles
-from .api import AuditEventFilter, AuditEventSerializer, AuditSourceMixin
+from .api import (
+    ID_REGEX,
+    AuditEventFilter,
+    AuditEventSerializer,
+    AuditSourceMixin,
+    ErrorSerializer,
+)
 from .models import AuditEvent
+
+# --- schema: defined before any extend_schema use, which reads this setting --------
+
+
+class AutoSchema(_SpectacularAutoSchema):
+    """Document the error body for every status any API operation can answer."""
+
+    def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
+        bodies = super()._get_response_bodies(direction)
+        if direction != "response":
+            return bodies
+        codes = ["400", "401", "403", "404", "405", "406", "415", "429"]
+        if self.method != "GET":
+            codes.append("409")
+        for code in codes:
+            if code not in bodies:
+                bodies[code] = self._get_response_for_code(
+                    ErrorSerializer, code, direction=direction
+                )
+        return bodies
 
 
 class ApiView(AuditSourceMixin, APIView):
@@ -16,7 +45,9 @@ class ApiView(AuditSourceMixin, APIView):
 
 
 class ApiViewSet(AuditSourceMixin, viewsets.GenericViewSet):
-    """Base of the API's viewsets."""
+    """Base of the API's viewsets: ids in URLs are whole numbers (else a JSON 404)."""
+
+    lookup_value_regex = ID_REGEX
 
 
 @extend_schema_view(

@@ -28,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from core import audit, roles
-from core.api import ErrorSerializer
+from core.api import ErrorSerializer, IdFilter
 from core.api_views import ApiViewSet
 
 from . import delivery, logs, services
@@ -146,7 +146,7 @@ class RepositoryViewSet(AuditedModelViewSet):
 
 
 class RunFilter(django_filters.FilterSet):
-    repository = django_filters.NumberFilter(field_name="repository_id")
+    repository = IdFilter(field_name="repository_id")
     repository_name = django_filters.CharFilter(field_name="repository__name")
     branch = django_filters.CharFilter()
     status = django_filters.MultipleChoiceFilter(choices=Run.Status.choices)
@@ -227,7 +227,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 
 
 class JobFilter(django_filters.FilterSet):
-    run = django_filters.NumberFilter(field_name="run_id")
+    run = IdFilter(field_name="run_id")
     status = django_filters.MultipleChoiceFilter(choices=Job.Status.choices)
 
     class Meta:
@@ -374,7 +374,7 @@ class ArtifactViewSet(mixins.RetrieveModelMixin, ApiViewSet):
 
 
 class DeliveryFilter(django_filters.FilterSet):
-    repository = django_filters.NumberFilter(field_name="repository_id")
+    repository = IdFilter(field_name="repository_id")
     outcome = django_filters.ChoiceFilter(choices=WebhookDelivery.Outcome.choices)
 
     class Meta:
@@ -418,7 +418,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 
 
 class ScheduleFilter(django_filters.FilterSet):
-    repository = django_filters.NumberFilter(field_name="repository_id")
+    repository = IdFilter(field_name="repository_id")
     enabled = django_filters.BooleanFilter()
 
     class Meta:
@@ -444,7 +444,7 @@ class ScheduleViewSet(AuditedModelViewSet):
 
 
 class VariableFilter(django_filters.FilterSet):
-    repository = django_filters.NumberFilter(field_name="repository_id")
+    repository = IdFilter(field_name="repository_id")
     is_global = django_filters.BooleanFilter(
         field_name="repository", lookup_expr="isnull", label="Global variables only"
     )
@@ -487,7 +487,7 @@ class VariableViewSet(AuditedModelViewSet):
 
 
 class EnvironmentFilter(django_filters.FilterSet):
-    repository = django_filters.NumberFilter(field_name="repository_id")
+    repository = IdFilter(field_name="repository_id")
     name = django_filters.CharFilter()
 
     class Meta:
@@ -563,8 +563,8 @@ class EnvironmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 
 
 class DeploymentFilter(django_filters.FilterSet):
-    environment = django_filters.NumberFilter(field_name="environment_id")
-    repository = django_filters.NumberFilter(field_name="environment__repository_id")
+    environment = IdFilter(field_name="environment_id")
+    repository = IdFilter(field_name="environment__repository_id")
     status = django_filters.ChoiceFilter(choices=Deployment.Status.choices)
     kind = django_filters.ChoiceFilter(choices=Deployment.Kind.choices)
 

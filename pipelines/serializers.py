@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from croniter import croniter
+from django.core.validators import URLValidator
 from django.urls import reverse
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -29,6 +29,8 @@ from .models import (
     Variable,
     WebhookDelivery,
 )
+
+SECONDS = serializers.FloatField(allow_null=True, help_text="Seconds, or null.")
 
 
 def _seconds(value: Any) -> float | None:
@@ -82,6 +84,10 @@ class RepositorySerializer(serializers.ModelSerializer):
     )
     ssh_private_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, max_length=20_000
+    )
+    # A CharField: the schema's "uri" format would refuse the stored empty string.
+    forge_api_url = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, validators=[URLValidator()]
     )
     has_https_token = serializers.SerializerMethodField()
     has_ssh_private_key = serializers.SerializerMethodField()
@@ -188,7 +194,7 @@ class JobSummarySerializer(serializers.ModelSerializer):
             "duration",
         ]
 
-    @extend_schema_field(OpenApiTypes.DOUBLE)
+    @extend_schema_field(SECONDS)
     def get_duration(self, obj: Job) -> float | None:
         return _seconds(obj.duration)
 
@@ -210,7 +216,9 @@ class RunSerializer(serializers.ModelSerializer):
     """A run as listed."""
 
     repository_name = serializers.CharField(source="repository.name", read_only=True)
-    triggered_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    triggered_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     duration = serializers.SerializerMethodField()
     web_url = serializers.SerializerMethodField()
 
@@ -239,7 +247,7 @@ class RunSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.DOUBLE)
+    @extend_schema_field(SECONDS)
     def get_duration(self, obj: Run) -> float | None:
         return _seconds(obj.duration)
 
@@ -288,7 +296,9 @@ class JobSerializer(serializers.ModelSerializer):
     """A job in full: why it is (not) running, where, and how it ended."""
 
     stage = serializers.CharField(source="stage.name", read_only=True)
-    approved_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    approved_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
     duration = serializers.SerializerMethodField()
     web_url = serializers.SerializerMethodField()
 
@@ -324,7 +334,7 @@ class JobSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.DOUBLE)
+    @extend_schema_field(SECONDS)
     def get_duration(self, obj: Job) -> float | None:
         return _seconds(obj.duration)
 
@@ -511,7 +521,10 @@ class EnvironmentSerializer(serializers.ModelSerializer):
     """Where a repository deploys to, and what runs there now."""
 
     repository_name = serializers.CharField(source="repository.name", read_only=True)
-    deploy_group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    url = serializers.CharField(read_only=True)
+    deploy_group = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, allow_null=True
+    )
     current_deployment = serializers.SerializerMethodField()
     web_url = serializers.SerializerMethodField()
 
@@ -546,7 +559,9 @@ class EnvironmentSerializer(serializers.ModelSerializer):
 class DeploymentSerializer(serializers.ModelSerializer):
     """One rollout to an environment (the applied manifests only in the detail)."""
 
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Deployment

@@ -170,67 +170,77 @@ PAGES: dict[str, Rule] = {
     "api/docs/": R(GET=V),
     "api/^.*$": R(lambda w: {"": "v1/no-such-thing/"}, GET=PUBLIC),
     "api/v1/^repositories/$": R(GET=V, POST=A),
-    "api/v1/^repositories/(?P<pk>[^/.]+)/$": R(
+    "api/v1/^repositories/(?P<pk>[0-9]{1,18})/$": R(
         lambda w: {"pk": w.repository.pk}, GET=V, PATCH=A, PUT=A, DELETE=A
     ),
     "api/v1/^runs/$": R(
         GET=V, POST=D, body=lambda w: {"repository": w.repository.pk, "ref": "main"}
     ),
-    "api/v1/^runs/(?P<pk>[^/.]+)/$": R(run, GET=V),
-    "api/v1/^runs/(?P<pk>[^/.]+)/cancel/$": R(run, POST=D),
-    "api/v1/^runs/(?P<pk>[^/.]+)/retry-failed/$": R(run, POST=D),
+    "api/v1/^runs/(?P<pk>[0-9]{1,18})/$": R(run, GET=V),
+    "api/v1/^runs/(?P<pk>[0-9]{1,18})/cancel/$": R(run, POST=D),
+    "api/v1/^runs/(?P<pk>[0-9]{1,18})/retry-failed/$": R(run, POST=D),
     "api/v1/^jobs/$": R(GET=V),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/$": R(job, GET=V),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/log/$": R(job, GET=V),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/artifacts/$": R(job, GET=V),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/cancel/$": R(job, POST=D),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/retry/$": R(lambda w: {"pk": w.failed_job.pk}, POST=D),
-    "api/v1/^jobs/(?P<pk>[^/.]+)/play/$": R(lambda w: {"pk": w.manual_job.pk}, POST=D),
-    "api/v1/^artifacts/(?P<pk>[^/.]+)/$": R(lambda w: {"pk": w.artifact.pk}, GET=V),
-    "api/v1/^artifacts/(?P<pk>[^/.]+)/download/$": R(
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/$": R(job, GET=V),
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/log/$": R(job, GET=V),
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/artifacts/$": R(job, GET=V),
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/cancel/$": R(job, POST=D),
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/retry/$": R(
+        lambda w: {"pk": w.failed_job.pk}, POST=D
+    ),
+    "api/v1/^jobs/(?P<pk>[0-9]{1,18})/play/$": R(
+        lambda w: {"pk": w.manual_job.pk}, POST=D
+    ),
+    "api/v1/^artifacts/(?P<pk>[0-9]{1,18})/$": R(
+        lambda w: {"pk": w.artifact.pk}, GET=V
+    ),
+    "api/v1/^artifacts/(?P<pk>[0-9]{1,18})/download/$": R(
         lambda w: {"pk": w.artifact.pk}, GET=V
     ),
     "api/v1/^deliveries/$": R(GET=V),
-    "api/v1/^deliveries/(?P<pk>[^/.]+)/$": R(lambda w: {"pk": w.delivery.pk}, GET=V),
-    "api/v1/^deliveries/(?P<pk>[^/.]+)/redeliver/$": R(
+    "api/v1/^deliveries/(?P<pk>[0-9]{1,18})/$": R(
+        lambda w: {"pk": w.delivery.pk}, GET=V
+    ),
+    "api/v1/^deliveries/(?P<pk>[0-9]{1,18})/redeliver/$": R(
         lambda w: {"pk": w.delivery.pk}, POST=D
     ),
     "api/v1/^schedules/$": R(GET=V, POST=A),
-    "api/v1/^schedules/(?P<pk>[^/.]+)/$": R(
+    "api/v1/^schedules/(?P<pk>[0-9]{1,18})/$": R(
         lambda w: {"pk": w.schedule.pk}, GET=V, PATCH=A, PUT=A, DELETE=A
     ),
     "api/v1/^variables/$": R(GET=V, POST=A),
-    "api/v1/^variables/(?P<pk>[^/.]+)/$": R(
+    "api/v1/^variables/(?P<pk>[0-9]{1,18})/$": R(
         lambda w: {"pk": w.variable.pk}, GET=V, PATCH=A, PUT=A, DELETE=A
     ),
     "api/v1/^environments/$": R(GET=V),
-    "api/v1/^environments/(?P<pk>[^/.]+)/$": R(
+    "api/v1/^environments/(?P<pk>[0-9]{1,18})/$": R(
         lambda w: {"pk": w.environment.pk}, GET=V
     ),
-    "api/v1/^environments/(?P<pk>[^/.]+)/rollback/$": R(
+    "api/v1/^environments/(?P<pk>[0-9]{1,18})/rollback/$": R(
         lambda w: {"pk": w.environment.pk}, POST=O
     ),
-    "api/v1/^environments/(?P<pk>[^/.]+)/promote/$": R(
+    "api/v1/^environments/(?P<pk>[0-9]{1,18})/promote/$": R(
         lambda w: {"pk": w.environment.pk}, POST=O
     ),
     "api/v1/^deployments/$": R(GET=V),
-    "api/v1/^deployments/(?P<pk>[^/.]+)/$": R(lambda w: {"pk": w.deployment.pk}, GET=V),
+    "api/v1/^deployments/(?P<pk>[0-9]{1,18})/$": R(
+        lambda w: {"pk": w.deployment.pk}, GET=V
+    ),
     "api/v1/^clusters/$": R(GET=V),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/$": R(cluster, GET=V),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/objects/(?P<kind>[a-z]+)/$": R(
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/$": R(cluster, GET=V),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/objects/(?P<kind>[a-z]+)/$": R(
         lambda w: {"pk": w.cluster.pk, "kind": "pods"}, GET=V
     ),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/scale/$": R(cluster, POST=O),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/restart/$": R(cluster, POST=O),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/cordon/$": R(
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/scale/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/restart/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/cordon/$": R(
         cluster, POST=O, body=lambda w: {"name": "node-1"}
     ),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/uncordon/$": R(cluster, POST=O),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/drain/$": R(cluster, POST=O),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/delete-pod/$": R(cluster, POST=O),
-    "api/v1/^clusters/(?P<pk>[^/.]+)/edit-hpa/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/uncordon/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/drain/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/delete-pod/$": R(cluster, POST=O),
+    "api/v1/^clusters/(?P<pk>[0-9]{1,18})/edit-hpa/$": R(cluster, POST=O),
     "api/v1/^audit/$": R(GET=A),
-    "api/v1/^audit/(?P<pk>[^/.]+)/$": R(lambda w: {"pk": 1}, GET=A),
+    "api/v1/^audit/(?P<pk>[0-9]{1,18})/$": R(lambda w: {"pk": 1}, GET=A),
 }
 
 # Django's admin: every route behind the admin site's own gate, which Slipway ties
