@@ -211,7 +211,7 @@ X_FRAME_OPTIONS = "DENY"
 # The REST API (docs/api.md): bearer tokens first, so an unauthenticated request
 # gets 401 with WWW-Authenticate; roles and token scopes checked on every view.
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.api_views.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
