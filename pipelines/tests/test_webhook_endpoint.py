@@ -29,6 +29,12 @@ SECRET = "s3cret-for-the-hook"
 PIPELINE = "build:\n  script: [echo built]\n"
 
 
+@pytest.fixture(autouse=True)
+def _no_hook_rate_limit(settings) -> None:
+    # These tests post hundreds of deliveries from 127.0.0.1 within a minute.
+    settings.SLIPWAY = {**settings.SLIPWAY, "RATELIMIT_HOOKS": "0"}
+
+
 class Origin:
     """A bare repository (what the forge hosts) and a clone that pushes to it."""
 

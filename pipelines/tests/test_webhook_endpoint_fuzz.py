@@ -65,6 +65,12 @@ JSON_VALUES = st.recursive(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_hook_rate_limit(settings) -> None:
+    # These tests post hundreds of deliveries from 127.0.0.1 within a minute.
+    settings.SLIPWAY = {**settings.SLIPWAY, "RATELIMIT_HOOKS": "0"}
+
+
 @pytest.fixture
 def repository(db: None) -> Repository:
     return Repository.objects.create(
