@@ -80,6 +80,18 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Return the proportional set size of PID in KiB (shared pages split)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -253,6 +265,9 @@ class Proc:
 
     def rss_kib(self) -> int:
         return sum(rss_kib(pid) for pid in python_tree(self.pid)) if self.alive() else 0
+
+    def pss_kib(self) -> int:
+        return sum(pss_kib(pid) for pid in python_tree(self.pid)) if self.alive() else 0
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.alive():

@@ -205,25 +205,31 @@ def idle_memory(stack: Stack, results: Results, *, idle: float = 10) -> None:
         worker.wait_log("ready.", 120)
         monitor.wait_log("active", 60)
         time.sleep(idle)
-        parts = {
-            "web": stack.web.rss_kib(),
-            "worker (-c 2)": worker.rss_kib(),
-            "beat": beat.rss_kib(),
-            "monitor": monitor.rss_kib(),
+        procs = {
+            "web": stack.web,
+            "worker (-c 2)": worker,
+            "beat": beat,
+            "monitor": monitor,
         }
+        parts = {name: proc.rss_kib() for name, proc in procs.items()}
+        pss = {name: proc.pss_kib() for name, proc in procs.items()}
     finally:
         worker.stop()
         monitor.stop()
         stack.procs = [p for p in stack.procs if p not in (worker, monitor)]
     total = sum(parts.values()) / 1024
+    total_pss = sum(pss.values()) / 1024
     breakdown = ", ".join(f"{k} {v / 1024:.0f}" for k, v in parts.items())
     results.add(
         Result(
             "Idle RSS of web + worker + beat + monitor",
             "≤ 350 MB",
-            f"{total:.0f} MiB ({breakdown})",
+            f"{total:.0f} MiB RSS ({breakdown}); PSS {total_pss:.0f} MiB",
             total <= 350,
-            detail={k: v / 1024 for k, v in parts.items()},
+            detail={
+                "rss_mib": {k: v / 1024 for k, v in parts.items()},
+                "pss_mib": {k: v / 1024 for k, v in pss.items()},
+            },
         )
     )
 
