@@ -263,6 +263,10 @@ SLIPWAY = {
     ),
     "EXECUTORS": env_list("SLIPWAY_EXECUTORS", ["shell", "docker", "kubernetes"]),
     "METRICS_TOKEN": env_str("SLIPWAY_METRICS_TOKEN", ""),
+    # The kubernetes executor runs jobs as pods in this registered cluster.
+    "K8S_EXECUTOR_CLUSTER": env_str("SLIPWAY_K8S_EXECUTOR_CLUSTER", ""),
+    "K8S_EXECUTOR_NAMESPACE": env_str("SLIPWAY_K8S_EXECUTOR_NAMESPACE", ""),
+    "K8S_EXECUTOR_IMAGE": env_str("SLIPWAY_K8S_EXECUTOR_IMAGE", ""),
     # Fixed-window limits, "<count>/<period>" (core/ratelimit.py); "0" turns off.
     "RATELIMIT_LOGIN": env_str("SLIPWAY_RATELIMIT_LOGIN", "10/min"),
     "RATELIMIT_HOOKS": env_str("SLIPWAY_RATELIMIT_HOOKS", "600/min"),

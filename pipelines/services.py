@@ -405,7 +405,12 @@ def _apply_step(step: plan.Step, by_name: dict[str, Job], now: Any) -> list[Job]
             events.job_changed(job)
     for name in step.manual:
         job = by_name[name]
-        reason = "waiting for someone to start it (manual job)"
+        target = delivery.deploy_target(job.spec)
+        reason = (
+            f"waiting for an approval to deploy to {target}"
+            if target
+            else "waiting for someone to start it (manual job)"
+        )
         if Job.objects.transition(
             job.pk, [Job.Status.CREATED], status=Job.Status.MANUAL, reason=reason
         ):
