@@ -194,7 +194,8 @@ def test_invalid_env_is_an_error(tmp_path: Path) -> None:
 def test_registry() -> None:
     assert get_executor("shell").name == "shell"
     assert get_executor("docker").name == "docker"
-    with pytest.raises(KeyError, match="known: docker, shell"):
+    # Other executors (kubernetes) register themselves when Django starts.
+    with pytest.raises(KeyError, match=r"known: docker, .*shell"):
         get_executor("nope")
 
 
