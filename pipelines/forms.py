@@ -8,7 +8,6 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.utils import timezone
 
 from .models import VARIABLE_NAME_VALIDATOR, Repository, Schedule, Variable
 
@@ -252,16 +251,13 @@ class ScheduleForm(forms.ModelForm):
         return parse_variables(self.cleaned_data.get("variables_text", ""))
 
     def save(self, commit: bool = True) -> Schedule:
-        from croniter import croniter
+        from .schedules import compute_next
 
         schedule = super().save(commit=False)
         schedule.repository = self.repository
         schedule.variables = self.cleaned_data.get("variables_text") or {}
-        schedule.next_run_at = (
-            croniter(schedule.cron, timezone.now()).get_next(timezone.datetime)
-            if schedule.enabled
-            else None
-        )
+        # The cron expression is read in settings.TIME_ZONE, as the beat tick does.
+        schedule.next_run_at = compute_next(schedule) if schedule.enabled else None
         if commit:
             schedule.save()
         return schedule

@@ -372,6 +372,9 @@ def advance_run(run_id: int) -> None:
             ):
                 run.status, run.started_at = Run.Status.RUNNING, run.started_at or now
                 events.run_changed(run)
+                from . import tasks
+
+                tasks.report_commit_status.delay_on_commit(run.pk)
         _update_stages(run)
         final = plan.run_status(nodes, {job.name: job.status for job in jobs})
         for job in to_queue:

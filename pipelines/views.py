@@ -452,17 +452,12 @@ def schedule_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
 @role_required(roles.ADMIN)
 def schedule_toggle(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     """Pause or resume a schedule."""
-    from croniter import croniter
-    from django.utils import timezone
+    from .schedules import compute_next
 
     repository = _repository(name)
     schedule = get_object_or_404(Schedule, pk=pk, repository=repository)
     schedule.enabled = not schedule.enabled
-    schedule.next_run_at = (
-        croniter(schedule.cron, timezone.now()).get_next(timezone.datetime)
-        if schedule.enabled
-        else None
-    )
+    schedule.next_run_at = compute_next(schedule) if schedule.enabled else None
     with transaction.atomic():
         schedule.save(update_fields=["enabled", "next_run_at"])
         audit.record(
