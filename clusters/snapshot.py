@@ -62,6 +62,26 @@ def read_objects(cluster_id: int, kind: str) -> dict[str, dict[str, Any]]:
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
+def read_keys(cluster_id: int, kind: str) -> list[str]:
+    """Return the keys of KIND, sorted: no values, so cheap even at 30,000 pods."""
+    return sorted(k.decode() for k in client().hkeys(objects_key(cluster_id, kind)))
+
+
+def read_raw(cluster_id: int, kind: str, keys: list[str]) -> dict[str, bytes]:
+    """Return the stored JSON of KEYS (unparsed; keys gone meanwhile are left out)."""
+    if not keys:
+        return {}
+    values = client().hmget(objects_key(cluster_id, kind), keys)
+    return {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+
+
+def read_objects_by_key(
+    cluster_id: int, kind: str, keys: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Return the projections of KEYS only (a page of a big list)."""
+    return {k: json.loads(v) for k, v in read_raw(cluster_id, kind, keys).items()}
+
+
 def read_object(cluster_id: int, kind: str, key: str) -> dict[str, Any] | None:
     raw = client().hget(objects_key(cluster_id, kind), key)
     return json.loads(raw) if raw else None
