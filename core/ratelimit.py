@@ -60,6 +60,10 @@ def parse_rate(text: str) -> Rate | None:
     return Rate(count, period)
 
 
+def _now() -> float:
+    return time.time()
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of one hit: allowed, and when the window ends."""
@@ -70,7 +74,7 @@ class Verdict:
 
 def hit(scope: str, ident: str, rate: Rate, *, now: float | None = None) -> Verdict:
     """Count one request of IDENT in SCOPE against RATE."""
-    now = time.time() if now is None else now
+    now = _now() if now is None else now
     window = int(now // rate.period)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
     key = f"ratelimit:{scope}:{digest}:{window}"

@@ -33,7 +33,9 @@ def test_fixed_window_counts_and_resets(db: None) -> None:
 
 
 @pytest.fixture
-def limits(settings: Any) -> None:
+def limits(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One fixed instant inside a window: a window edge must not reset the count.
+    monkeypatch.setattr("core.ratelimit._now", lambda: 7_000_030.0)
     settings.SLIPWAY = {
         **settings.SLIPWAY,
         "RATELIMIT_LOGIN": "3/min",
