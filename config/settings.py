@@ -106,6 +106,15 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     _test_name = raw("SLIPWAY_TEST_DB_NAME")
     if _test_name:
         _db["TEST"] = {"NAME": _test_name}
+elif _db["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
+    # Under ASGI every request runs in a fresh thread, so persistent connections do
+    # not survive it: a pool keeps server connections open across requests.
+    _db["CONN_MAX_AGE"] = 0
+    _db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
+        "timeout": 10,
+    }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
