@@ -192,6 +192,7 @@ class Results:
 
     def add(self, row: Result) -> Result:
         self.rows.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(
                 json.dumps(
