@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -40,7 +40,6 @@ ACTIVE_RUN_STATUSES = (Run.Status.CREATED, Run.Status.PENDING, Run.Status.RUNNIN
 TREND_DAYS = 14
 ACTIVE_LIMIT = 20
 TREND_CACHE_SECONDS = 60
-WORKERS_CACHE_SECONDS = 10
 
 
 # ---------------------------------------------------------------- run lists
@@ -444,27 +443,43 @@ def queue_depth(queues: Sequence[str] = ("default",)) -> int | None:
 
 
 def workers_online() -> list[str] | None:
-    """Return the names of the Celery workers that answer a ping (cached 10 s).
+    """Return the names of the workers that announced themselves recently.
 
-    None means the broker could not be asked.
+    Read from the workers' own registry in Redis (no broadcast ping); None means
+    Redis could not be asked.
     """
-    key = "pipelines:workers-online"
-    use_cache = _cache_ok()
-    if use_cache:
-        cached = cache.get(key)
-        if cached is not None:
-            return list(cached) if cached != "unknown" else None
-    try:
-        from config.celery import app
+    from . import workers
 
-        replies = app.control.inspect(timeout=0.5).ping() or {}
-        names: list[str] | None = sorted(replies)
-    except Exception as exc:  # The broker may be down or unreachable.
-        log.info("worker ping failed: %s", exc)
-        names = None
-    if use_cache:
-        cache.set(key, names if names is not None else "unknown", WORKERS_CACHE_SECONDS)
-    return names
+    try:
+        return [worker.name for worker in workers.online_workers()]
+    except Exception as exc:  # Redis may be down.
+        log.info("worker registry unavailable: %s", exc)
+        return None
+
+
+def worker_rows() -> list[dict[str, Any]]:
+    """Return the online workers with their queues, executors and running jobs."""
+    from . import workers
+
+    online = workers.online_workers(fresh=True)
+    running = dict(
+        Job.objects.filter(
+            status=Job.Status.RUNNING, worker__in=[w.name for w in online]
+        )
+        .values_list("worker")
+        .annotate(n=Count("id"))
+    )
+    return [
+        {
+            "name": worker.name,
+            "queues": [q for q in worker.queues if ":" not in q],
+            "executors": sorted(worker.executors.items()),
+            "concurrency": worker.concurrency,
+            "running": running.get(worker.name, 0),
+            "seen_at": datetime.fromtimestamp(worker.seen_at, tz=UTC),
+        }
+        for worker in online
+    ]
 
 
 @dataclass

@@ -66,6 +66,7 @@ urlpatterns = [
     path("repos/<str:name>/delete/", views.repository_delete, name="repository-delete"),
     path("repos/<str:name>/run/", views.repository_trigger, name="repository-trigger"),
     path("runs/", views.run_list, name="run-list"),
+    path("workers/", views.worker_list, name="worker-list"),
     path("runs/<int:pk>/", views.run_detail, name="run-detail"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:pk>/retry/", views.run_retry, name="run-retry"),

@@ -203,6 +203,15 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @viewer_required
+def worker_list(request: HttpRequest) -> HttpResponse:
+    """List the workers online with their queues, executors and current load."""
+    return render(
+        request, "pipelines/worker_list.html", {"workers": queries.worker_rows()}
+    )
+
+
+@require_GET
+@viewer_required
 def repository_list(request: HttpRequest) -> HttpResponse:
     """List repositories with their newest run and branch count."""
     return render(
