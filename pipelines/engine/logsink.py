@@ -18,8 +18,9 @@ Text rules (see docs/pipeline-reference.md, "Job logs"):
   partial line is flushed early. Values shorter than 4 characters are not masked:
   masking "a" or "123" would blank out ordinary output everywhere while protecting
   nothing. A multi-line secret is masked line by line.
-* A partial line (no newline yet) that waited longer than `batch_interval` is emitted
-  on `flush()` as its own line, so `printf "Continue? "` shows up; the rest of that
+* A partial line (no newline yet) is emitted on `flush()` as its own line once the
+  output has been quiet for `partial_interval` (0.5 s), so `printf "Continue? "` shows
+  up, while a busy reader never splits a line that is still flowing; the rest of that
   line becomes the next line. A trailing fragment that could be the start of a secret
   is held back until the next output decides it.
 """
@@ -137,6 +138,7 @@ class LogSink:
         max_bytes: int = 64 * 1024 * 1024,
         batch_lines: int = 1000,
         batch_interval: float = 0.05,
+        partial_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
         start_number: int = 1,
     ) -> None:
@@ -145,6 +147,10 @@ class LogSink:
         self._max_bytes = max_bytes
         self._batch_lines = max(1, batch_lines)
         self._batch_interval = batch_interval
+        # A partial line is emitted on its own only once the output has been quiet
+        # this long (a prompt); a reader that is merely late must not split lines.
+        self._partial_interval = max(partial_interval, batch_interval)
+        self._last_feed = 0.0
         self._clock = clock
         self._start_number = start_number
         self._next = start_number
@@ -189,6 +195,7 @@ class LogSink:
             if self._truncated:
                 return
             now = self._clock()
+            self._last_feed = now
             if self._bytes_seen > self._max_bytes:
                 self._take(chunk[: max(0, self._max_bytes - before)], now, final=False)
                 self._truncate(now)
@@ -200,7 +207,7 @@ class LogSink:
             self._emit_ready(now, force=False)
 
     def flush(self) -> None:
-        """Emit the pending batch, and a partial line older than the interval."""
+        """Emit the pending batch, and a partial line once the output went quiet."""
         with self._lock:
             if self._closed:
                 return
@@ -208,7 +215,7 @@ class LogSink:
             if (
                 self._partial
                 and self._partial_since is not None
-                and now - self._partial_since >= self._batch_interval
+                and now - self._last_feed >= self._partial_interval
             ):
                 self._flush_partial(now)
             self._emit_ready(now, force=True)

@@ -119,15 +119,25 @@ def test_multiline_secret_is_masked_line_by_line() -> None:
 def test_early_partial_flush_holds_back_a_possible_secret_start() -> None:
     sink, batches, clock = make(secrets=["hunter22"])
     sink.feed(b"Password: hunt")
-    clock.now += 0.01
-    sink.flush()
-    assert texts(batches) == []  # Too young to flush.
     clock.now += 0.1
+    sink.flush()
+    assert texts(batches) == []  # The output has not been quiet long enough.
+    clock.now += 0.5
     sink.flush()
     assert texts(batches) == ["Password: "]
     sink.feed(b"er22\n")
     sink.close()
     assert texts(batches) == ["Password: ", MASK]
+
+
+def test_a_late_reader_does_not_split_a_line_that_is_still_flowing() -> None:
+    sink, batches, clock = make()
+    sink.feed(b"99998\n999")
+    clock.now += 0.06  # Longer than the batch interval: the reader was busy.
+    sink.flush()
+    sink.feed(b"99\n")
+    sink.close()
+    assert texts(batches) == ["99998", "99999"]
 
 
 def test_early_partial_flush_then_newline_adds_no_empty_line() -> None:
