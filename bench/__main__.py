@@ -5,6 +5,8 @@
     python -m bench --only pipeline,logs
     python -m bench --list
 
+`--quick` figures go to bench/results-quick.json only (the table holds full runs).
+
 Stages: idle, pipeline, logs, pages, faults, plus the external ones when their
 scripts exist (webhooks: bench/webhooks.py; clusters: bench/clusters.py, the
 cluster monitor's load; both owned by other engineers and run as subprocesses that
@@ -239,7 +241,16 @@ def main() -> int:
         }
         for r in results.rows
     ]
-    if rows:
+    if rows and args.quick:
+        # Quick figures are smaller experiments: keep them out of the table.
+        out = BASE_DIR / "bench" / "results-quick.json"
+        out.write_text(
+            json.dumps({"machine": info, "rows": rows}, indent=1, ensure_ascii=False)
+        )
+        print(
+            f"quick run: figures in {out.relative_to(BASE_DIR)}; the table is left alone"
+        )
+    elif rows:
         merged = _merge(rows, info, command)
         if not args.no_doc:
             write_doc(merged)
