@@ -135,7 +135,13 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "slipway:layer", "capacity": 1000},
+        "CONFIG": {
+            # channels_redis blocks 5 s in BZPOPMIN per receive; redis-py's default
+            # 5 s socket timeout would fire first and drop every idle socket.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": "slipway:layer",
+            "capacity": 1000,
+        },
     }
 }
 

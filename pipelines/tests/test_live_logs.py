@@ -161,3 +161,17 @@ def test_run_socket_sends_status_changes(
     assert {"run.status", "job.status"} <= kinds
     job_statuses = [m["job"]["status"] for m in messages if m["type"] == "job.status"]
     assert job_statuses[0] == "pending" and job_statuses[-1] == "success"
+
+
+def test_an_idle_socket_stays_open(asgi_server, victor) -> None:
+    """The activity socket has no cursor: it must not drop while nothing happens."""
+    cookie = session_cookie("victor")
+
+    async def idle() -> None:
+        socket = await connect(asgi_server, "/ws/activity/", cookie)
+        async with socket:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(socket.recv(), 8)
+            await socket.ping()  # Still open after 8 s of silence.
+
+    asyncio.run(idle())
