@@ -97,6 +97,7 @@ PAGES: dict[str, Rule] = {
     # Pipelines.
     "": R(GET=V),
     "repos/": R(GET=V),
+    "workers/": R(GET=V),
     "repos/new/": R(GET=A, POST=A),
     "repos/<str:name>/": R(repo, GET=V),
     "repos/<str:name>/branches/": R(repo, GET=V),
