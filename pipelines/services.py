@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from core import audit
 
@@ -107,22 +109,36 @@ def trigger_run(
             triggered_by=user if getattr(user, "is_authenticated", False) else None,
             variables=dict(variables or {}),
         )
-        if user is not None or trigger in (Run.Trigger.MANUAL, Run.Trigger.API):
-            audit.record(
-                "run.trigger",
-                actor=user,
-                target=run,
-                request=request,
-                source=audit.AuditEvent.Source.API
-                if trigger == Run.Trigger.API
-                else audit.AuditEvent.Source.UI,
-                details={"ref": ref, "sha": sha, "variables": sorted(run.variables)},
-            )
+        # Every run is audited, whoever started it: a person, the API, a webhook or
+        # Slipway itself (schedules, polling).
+        audit.record(
+            "run.trigger",
+            actor=user,
+            target=run,
+            request=request,
+            source=None if request is not None else _audit_source(trigger),
+            details={
+                "ref": ref,
+                "sha": sha,
+                "trigger": trigger,
+                "variables": sorted(run.variables),
+            },
+        )
         if repository.cancel_superseded and branch:
             _cancel_superseded(run)
         events.run_changed(run)
         tasks.start_run.delay_on_commit(run.pk)
     return run
+
+
+def _audit_source(trigger: str) -> str:
+    if trigger == Run.Trigger.API:
+        return audit.AuditEvent.Source.API
+    if trigger in (Run.Trigger.SCHEDULE, Run.Trigger.POLL):
+        return audit.AuditEvent.Source.SYSTEM
+    if trigger == Run.Trigger.MANUAL:
+        return audit.AuditEvent.Source.UI
+    return audit.AuditEvent.Source.WEBHOOK
 
 
 def _cancel_superseded(run: Run) -> None:
@@ -928,3 +944,58 @@ def redeliver(delivery: Any, *, user: Any = None, request: Any = None) -> Run | 
     result = hooks.redeliver(delivery, user=user, request=request)
     run_id = result.body.get("run")
     return Run.objects.filter(pk=run_id).first() if run_id else None
+
+
+STALL_SECONDS = 60
+REDISPATCH_LIMIT = 200
+
+
+def redispatch_stalled(grace: int = STALL_SECONDS) -> int:
+    """Re-send work whose queue message was lost; return how many were re-sent.
+
+    Redis keeps no queue across a restart, and a task that failed on a database
+    outage was acknowledged: without this, such jobs would stay pending forever.
+    Re-sending is safe because every claim and transition is conditional.
+    """
+    from django.db.models import Exists, OuterRef
+
+    from . import tasks
+
+    now = timezone.now()
+    limit = now - timedelta(seconds=grace)
+    sent = 0
+    client = logs.redis_client()
+    try:
+        stale = Job.objects.filter(status=Job.Status.PENDING, queued_at__lt=limit)
+        for job_id, queue in stale.values_list("pk", "queue")[:REDISPATCH_LIMIT]:
+            if client.llen(queue):
+                continue  # Its message may still be waiting behind others.
+            if Job.objects.filter(
+                pk=job_id, status=Job.Status.PENDING, queued_at__lt=limit
+            ).update(queued_at=now):
+                tasks.run_job.apply_async((job_id,), queue=queue)
+                sent += 1
+    except RedisError as exc:
+        logger.warning("cannot look at the queues: %s", exc)
+        return sent
+    finally:
+        client.close()
+    lost_starts = Run.objects.filter(
+        status=Run.Status.CREATED, created_at__lt=limit, stages__isnull=True
+    ).values_list("pk", flat=True)[:REDISPATCH_LIMIT]
+    for run_id in lost_starts:
+        tasks.start_run.delay(run_id)
+        sent += 1
+    busy = Job.objects.filter(
+        run=OuterRef("pk"), status__in=[Job.Status.PENDING, Job.Status.RUNNING]
+    )
+    idle_runs = (
+        Run.objects.filter(status__in=[Run.Status.PENDING, Run.Status.RUNNING])
+        .filter(~Exists(busy))
+        .exclude(jobs__finished_at__gt=limit)
+        .values_list("pk", flat=True)[:REDISPATCH_LIMIT]
+    )
+    for run_id in idle_runs:
+        tasks.advance_run.delay(run_id)
+        sent += 1
+    return sent

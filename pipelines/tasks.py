@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
+from django.db import InterfaceError, OperationalError
 
 from . import services, workers
 from .models import Job
@@ -14,12 +15,28 @@ logger = logging.getLogger(__name__)
 _announcer: workers.Announcer | None = None
 
 
-@shared_task(name="pipelines.start_run", acks_late=True)
+# A database outage is transient infrastructure: retry, unlike a failing build.
+DB_ERRORS = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    name="pipelines.start_run",
+    acks_late=True,
+    autoretry_for=DB_ERRORS,
+    retry_backoff=2,
+    max_retries=8,
+)
 def start_run(run_id: int) -> None:
     services.start_run(run_id)
 
 
-@shared_task(name="pipelines.advance_run", acks_late=True)
+@shared_task(
+    name="pipelines.advance_run",
+    acks_late=True,
+    autoretry_for=DB_ERRORS,
+    retry_backoff=2,
+    max_retries=8,
+)
 def advance_run(run_id: int) -> None:
     services.advance_run(run_id)
 
@@ -36,7 +53,7 @@ def run_job(self, job_id: int) -> None:  # type: ignore[no-untyped-def]
 
 @shared_task(name="pipelines.reap_lapsed_jobs")
 def reap_lapsed_jobs() -> int:
-    return services.reap_lapsed_jobs()
+    return services.reap_lapsed_jobs() + services.redispatch_stalled()
 
 
 @shared_task(

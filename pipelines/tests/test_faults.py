@@ -79,24 +79,11 @@ stages: [one]
 """ + "".join(f"j{index}:\n  stage: one\n  script: [sleep 2]\n" for index in range(8))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ROBUSTNESS BUG (pipelines/services.py, not fixed here): Redis runs without "
-        "persistence, so run_job messages queued but not yet consumed vanish when it "
-        "restarts. Their jobs stay 'pending' forever: advance_run only queues jobs "
-        "in 'created', and reap_lapsed_jobs only looks at 'running' jobs. Proposed "
-        "fix: the beat reaper also re-sends run_job for jobs pending with queued_at "
-        "older than a grace period (run_job's claim is a conditional update, so a "
-        "duplicate message is harmless), and re-queues advance_run for runs with "
-        "no pending or running job left."
-    ),
-)
 def test_redis_restart_with_jobs_queued_the_run_still_finishes(
     tmp_path, workers
 ) -> None:
     """Promise: a run finishes even if Redis restarts while some of its jobs wait
-    in the queue (more jobs than worker slots)."""
+    in the queue (more jobs than worker slots): the reaper re-sends lost messages."""
     git = GitRepo(tmp_path / "queued")
     git.commit({".slipway.yml": QUEUED})
     repository = Repository.objects.create(name="queued", clone_url=str(git.path))
@@ -120,6 +107,7 @@ def _finishes_within(run_id: int, seconds: float) -> bool:
     while time.monotonic() < deadline:
         # The reaper is beat's job; these tests run no beat, so call it as beat would.
         services.reap_lapsed_jobs()
+        services.redispatch_stalled(grace=5)
         if Run.objects.filter(pk=run_id, status__in=Run.FINISHED).exists():
             return True
         time.sleep(0.5)
