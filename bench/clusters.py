@@ -584,25 +584,30 @@ def first_paint(
     from playwright.sync_api import sync_playwright
 
     url = f"{stack.url}/clusters/{cid}/pods/"
+    baseline_url = f"{stack.url}/clusters/"  # A small page: what the machine allows.
     fcps: list[float] = []
+    baseline: list[float] = []
     ld = load()
+    script = (
+        "() => new Promise(resolve => { const find = () => {"
+        " const e = performance.getEntriesByType('paint')"
+        ".find(x => x.name === 'first-contentful-paint');"
+        " if (e) resolve(e.startTime); else setTimeout(find, 50); };"
+        " find(); })"
+    )
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context()
             context.add_cookies([{"name": "sessionid", "value": cookie, "url": url}])
-            for _ in range(n + 1):  # The first load warms the static files' cache.
+            for i in range(2 * (n + 1)):  # The first loads warm the static files.
+                target = url if i % 2 == 0 else baseline_url
                 page = context.new_page()
-                page.goto(url, wait_until="load", timeout=30000)
-                page.locator("tr[data-key]").first.wait_for(timeout=10000)
-                fcp = page.evaluate(
-                    "() => new Promise(resolve => { const find = () => {"
-                    " const e = performance.getEntriesByType('paint')"
-                    ".find(x => x.name === 'first-contentful-paint');"
-                    " if (e) resolve(e.startTime); else setTimeout(find, 50); };"
-                    " find(); })"
-                )
-                fcps.append(float(fcp) / 1000)
+                page.goto(target, wait_until="load", timeout=30000)
+                if target == url:
+                    page.locator("tr[data-key]").first.wait_for(timeout=10000)
+                fcp = float(page.evaluate(script)) / 1000
+                (fcps if target == url else baseline).append(fcp)
                 page.close()
             context.close()
         finally:
@@ -614,10 +619,11 @@ def first_paint(
             f"{label}: pods page first contentful paint, Chromium ({n} loads)",
             "≤ 1 s",
             f"median {median(warm) * 1000:.0f} ms / max {max(warm) * 1000:.0f} ms "
-            f"(cold first load {cold * 1000:.0f} ms)",
+            f"(cold first load {cold * 1000:.0f} ms; the small cluster list page, "
+            f"same browser: median {median(baseline[1:]) * 1000:.0f} ms)",
             max(warm) <= 1.0,
             load=ld,
-            detail={"fcp": fcps},
+            detail={"fcp": fcps, "baseline_fcp": baseline},
         ),
     )
 
@@ -644,6 +650,12 @@ def write_markdown(results: Results, info: dict[str, str], argv: list[str]) -> N
         "127.0.0.1. Churn: ~50 pod writes per second (70% label updates, 15% deletes, "
         "15% creates), plus the latency probes (pod creates stamped with their wall "
         "time). CPU is % of one core.",
+        "",
+        "Verdicts: RSS on the peak (VmHWM, reached during the initial list); latency "
+        "from the fake's store commit to receipt by the WebSocket client (it includes "
+        "the monitor's ~300 ms batching), p99 with a never-arrived probe counting as a "
+        "miss; page time measured by the client over loopback (p95, churn running); "
+        "first paint on the worst of the warm loads.",
         "",
         "| Metric | Target | Measured | Verdict | Load |",
         "|---|---|---|---|---|",
