@@ -137,7 +137,7 @@ def postgres_restart(stack: Stack, results: Results, *, quick: bool) -> None:
     _fast_stop(stack.postgres)
     time.sleep(down)
     stack.postgres.start()
-    connection.close()  # this process's connection died with the server
+    connection.close()
     back = time.monotonic()
     # The web's first good answer after the restart.
     web_ok = None
@@ -151,7 +151,17 @@ def postgres_restart(stack: Stack, results: Results, *, quick: bool) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-    after = [services.trigger_run(repository, ref="main").pk for _ in range(2)]
+    # A client of the database after its restart: count the errors it sees first
+    # (a connection pool without a health check hands out dead connections).
+    after, errors = [], []
+    for _ in range(30):
+        if len(after) == 2:
+            break
+        try:
+            after.append(services.trigger_run(repository, ref="main").pk)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            errors.append(type(exc).__name__)
+            time.sleep(0.2)
     limit = 150  # 45 s heartbeat lapse + 5 s reaper tick + margin
 
     def settled() -> bool:
@@ -214,6 +224,7 @@ def postgres_restart(stack: Stack, results: Results, *, quick: bool) -> None:
                 "down_seconds": down,
                 "stopped_at": stopped_at,
                 "settle_seconds": took,
+                "client_errors_after_restart": errors,
             },
         )
     )
