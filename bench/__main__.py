@@ -144,7 +144,8 @@ def write_doc(merged: dict) -> None:
         "the load column is the 1-minute load average when the figure was taken "
         "(other engineers' tests share this machine).",
         "",
-        f"Command: `{merged['command']}`",
+        "Reproduce every row: `.venv/bin/python -m bench` (rows are merged across runs; "
+        f"the last one was `{merged['command']}`).",
         "",
         "| metric | target | measured | verdict | load | date |",
         "|---|---|---|---|---|---|",
