@@ -108,7 +108,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         _db["TEST"] = {"NAME": _test_name}
 elif _db["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", True):
     # Under ASGI every request runs in a fresh thread, so persistent connections do
-    # not survive it: a pool keeps server connections open across requests.
+    # not survive it: a pool keeps server connections open across requests. Django
+    # checks each connection before lending it (dead ones after a restart).
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),

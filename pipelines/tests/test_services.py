@@ -11,6 +11,18 @@ from .gitrepo import GitRepo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+
+@pytest.fixture(autouse=True)
+def no_queue(monkeypatch) -> None:
+    """Queue nothing: these tests drive the services by hand, and real workers of
+    other tests may be listening on the same Redis."""
+    from pipelines import tasks
+
+    monkeypatch.setattr(services, "_enqueue", lambda job: None)
+    for task in (tasks.start_run, tasks.advance_run, tasks.report_commit_status):
+        monkeypatch.setattr(task, "delay_on_commit", lambda *args, **kwargs: None)
+
+
 TWO_STAGES = """
 build:
   stage: build
