@@ -10,6 +10,21 @@ from django.contrib.auth.models import Group, User
 from core.testing.processes import AsgiServer, CeleryWorker, celery_workers
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Give every test its own channel layer instance.
+
+    A layer object belongs to the event loop that receives on it; tests start and
+    stop servers and loops, and a receive still pending in a finished test's loop
+    would otherwise block the next one ("two event loops … receive()").
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def _user(username: str, role: str | None, *, superuser: bool = False) -> User:
     user = User.objects.create_user(
         username,
@@ -77,13 +92,33 @@ def _session_workers(
 @pytest.fixture
 def workers(
     transactional_db: None, _session_workers: list[CeleryWorker]
-) -> list[CeleryWorker]:
+) -> Iterator[list[CeleryWorker]]:
     """Two real Celery worker processes on the test database and Redis."""
     for worker in _session_workers:
         assert worker.proc is not None and worker.proc.poll() is None, (
             worker.log_text()[-2000:]
         )
-    return _session_workers
+    yield _session_workers
+    _settle_workers()
+
+
+def _settle_workers(timeout: float = 20) -> None:
+    """Stop this test's leftover work before the next test flushes the tables."""
+    import time
+
+    from config.celery import app
+    from pipelines import services
+    from pipelines.models import Job, Run
+
+    app.control.purge()
+    for run in Run.objects.filter(status__in=["created", "pending", "running"]):
+        try:
+            services.cancel_run(run)
+        except services.ActionError:
+            pass
+    deadline = time.monotonic() + timeout
+    while Job.objects.filter(status="running").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 CHROMIUM = "/usr/bin/chromium"
