@@ -346,7 +346,12 @@ def test_lines_live_in_order_with_ansi_and_escaping(page, http_base, log_server)
 
 def test_reconnect_resumes_from_cursor_without_duplicates(page, http_base, log_server):
     open_log(page, http_base, log_server, "drop")
-    wait_until(page, "window.viewer && window.viewer.ended", timeout=20)
+    # Lines are drawn on the next animation frame; "end" may be seen before them.
+    wait_until(
+        page,
+        "window.viewer && window.viewer.ended && viewer.lineCount === 120",
+        timeout=20,
+    )
     conns = log_server.connections["drop"]
     assert conns[0] == 0
     assert conns[1] == 60, conns  # resumed from the last line it had
