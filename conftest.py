@@ -119,6 +119,14 @@ def _settle_workers(timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while Job.objects.filter(status="running").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
+    # Tasks already taken (advance_run, reports) must finish too: a worker writing
+    # while the next test truncates the tables makes the flush fail.
+    inspector = app.control.inspect(timeout=0.5)
+    while time.monotonic() < deadline:
+        active = inspector.active() or {}
+        if not any(active.values()):
+            break
+        time.sleep(0.1)
 
 
 CHROMIUM = "/usr/bin/chromium"
