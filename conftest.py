@@ -110,23 +110,28 @@ def _settle_workers(timeout: float = 20) -> None:
     from pipelines import services
     from pipelines.models import Job, Run
 
-    app.control.purge()
-    for run in Run.objects.filter(status__in=["created", "pending", "running"]):
-        try:
-            services.cancel_run(run)
-        except services.ActionError:
-            pass
-    deadline = time.monotonic() + timeout
-    while Job.objects.filter(status="running").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    # Tasks already taken (advance_run, reports) must finish too: a worker writing
-    # while the next test truncates the tables makes the flush fail.
-    inspector = app.control.inspect(timeout=0.5)
-    while time.monotonic() < deadline:
-        active = inspector.active() or {}
-        if not any(active.values()):
-            break
-        time.sleep(0.1)
+    # A fresh connection, not the pool: a test may have restarted Redis, leaving
+    # the pooled connections dead.
+    with app.connection_for_write() as connection:
+        app.control.purge(connection=connection)
+        for run in Run.objects.filter(status__in=["created", "pending", "running"]):
+            try:
+                services.cancel_run(run)
+            except services.ActionError:
+                pass
+        deadline = time.monotonic() + timeout
+        while (
+            Job.objects.filter(status="running").exists()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        # Tasks already taken (advance_run, reports) must finish too: a worker
+        # writing while the next test truncates the tables makes the flush fail.
+        inspector = app.control.inspect(timeout=0.5, connection=connection)
+        while time.monotonic() < deadline:
+            if not any((inspector.active() or {}).values()):
+                break
+            time.sleep(0.1)
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,6 +17,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 TAGGED = """
 plain:
   script: [echo plain]
+on-cpu:
+  tags: [cpu]
+  script: [echo cpu]
 on-gpu:
   tags: [gpu]
   script: [echo gpu]
@@ -30,7 +33,9 @@ def test_tagged_jobs_land_on_the_worker_serving_their_queue(
     git.commit({".slipway.yml": TAGGED})
     repository = Repository.objects.create(name="route", clone_url=str(git.path))
     logs = tmp_path_factory.mktemp("routing")
-    general = CeleryWorker("general", queues=("default",), concurrency=1)
+    # "default" is also served by the session's shared workers when they are up,
+    # so the proof for the general worker is its own tag queue, "cpu".
+    general = CeleryWorker("general", queues=("default", "cpu"), concurrency=1)
     gpu = CeleryWorker("gpu", queues=("gpu",), concurrency=1)
     try:
         for worker in (general, gpu):
@@ -45,14 +50,24 @@ def test_tagged_jobs_land_on_the_worker_serving_their_queue(
         )
         jobs = {job.name: job for job in Job.objects.filter(run=run)}
         assert Run.objects.get(pk=run.pk).status == "success"
-        assert jobs["plain"].queue == "default" and jobs["on-gpu"].queue == "gpu"
-        assert jobs["plain"].worker.startswith("general@")
+        assert [jobs[name].queue for name in ("plain", "on-cpu", "on-gpu")] == [
+            "default",
+            "cpu",
+            "gpu",
+        ]
+        assert jobs["on-cpu"].worker.startswith("general@")
         assert jobs["on-gpu"].worker.startswith("gpu@")
+        # The gpu worker serves only "gpu": the untagged job went elsewhere.
+        assert jobs["plain"].worker and not jobs["plain"].worker.startswith("gpu@")
 
         client = Client()
         client.force_login(victor)
         page = client.get("/workers/").content.decode()
-        for worker, queue in (("general@", "default"), ("gpu@", "gpu")):
+        for worker, queue in (
+            ("general@", "default"),
+            ("general@", "cpu"),
+            ("gpu@", "gpu"),
+        ):
             row = page[page.index(f'data-worker="{worker}') :]
             row = row[: row.index("</tr>")]
             assert f'<span class="pill">{queue}</span>' in row
