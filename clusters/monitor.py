@@ -10,8 +10,14 @@ A watcher, for each watched kind: lists (paged), then watches from the list's
 resourceVersion with bookmarks, resumes from the last resourceVersion when a watch
 ends or drops, relists on 410 Gone, and backs off exponentially (with jitter) while
 the API server is unreachable. It keeps only a compact projection per object
-(``clusters.projection``), writes changes to the Redis snapshot and publishes them to
-``cluster.<id>`` in batches every ~300 ms. A probe asks ``/version`` every few
+(``clusters.projection``), as its JSON text, writes changes to the Redis snapshot
+(with the pods' index, ``snapshot.stage_changes``) and publishes them to
+``cluster.<id>`` in batches every ~300 ms.
+
+Memory is what bounds the cluster size one monitor can follow: a pod decoded from
+JSON is ~17 kB of Python objects, its projection's text ~0.3 kB. So a list is
+projected page by page as it arrives (raw JSON, never the client's model classes),
+and nothing but projections outlives a page or a watch event. A probe asks ``/version`` every few
 seconds, so an unreachable cluster is marked within seconds and recovers by itself;
 metrics.k8s.io is sampled when the cluster serves it.
 
@@ -155,10 +161,10 @@ class ClusterWatcher:
         self.layer = layer
         self.settings = settings
         self.fingerprint = fingerprint(cluster)
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {
-            k: {} for k in settings.kinds
-        }
-        self.pending: dict[tuple[str, str], dict[str, Any]] = {}
+        # kind -> key -> the projection's JSON, exactly as stored in Redis.
+        self.objects: dict[str, dict[str, str]] = {k: {} for k in settings.kinds}
+        # (kind, key) -> [JSON in Redis now or None, JSON to write or None].
+        self.pending: dict[tuple[str, str], list[str | None]] = {}
         self.synced: set[str] = set()
         self.down: set[str] = set()
         self.reachable: bool | None = None
@@ -202,6 +208,12 @@ class ClusterWatcher:
     async def _reset_snapshot(self) -> None:
         keys = [snapshot.objects_key(self.cid, k) for k in WATCHED]
         keys.append(snapshot.state_key(self.cid))
+        keys += [
+            k
+            async for k in self.redis.scan_iter(
+                match=snapshot.index_pattern(self.cid), count=1000
+            )
+        ]
         await self.redis.delete(*keys)
 
     # -- state
@@ -241,23 +253,26 @@ class ClusterWatcher:
         if ok and changed:
             self.wake.set()
 
-    def _queue(self, kind: str, op: str, key: str, obj: dict | None) -> None:
-        change: dict[str, Any] = {"kind": kind, "op": op, "key": key}
-        if obj is not None:
-            change["obj"] = obj
-        self.pending[(kind, key)] = change
+    def _queue(self, kind: str, key: str, old: str | None, new: str | None) -> None:
+        entry = self.pending.get((kind, key))
+        if entry is None:
+            self.pending[(kind, key)] = [old, new]
+        else:
+            entry[1] = new  # Keep entry[0]: the index update needs what Redis has.
 
     def _apply(self, kind: str, type_: str, raw: dict[str, Any]) -> None:
         key = projection.key_of(raw)
         current = self.objects[kind]
+        old = current.get(key)
         if type_ == "DELETED":
-            if current.pop(key, None) is not None:
-                self._queue(kind, "delete", key, None)
+            if old is not None:
+                del current[key]
+                self._queue(kind, key, old, None)
             return
-        proj = projection.project(kind, raw)
-        if current.get(key) != proj:
-            current[key] = proj
-            self._queue(kind, "upsert", key, proj)
+        new = json.dumps(projection.project(kind, raw), separators=(",", ":"))
+        if new != old:
+            current[key] = new
+            self._queue(kind, key, old, new)
 
     # -- list + watch
 
@@ -266,9 +281,12 @@ class ClusterWatcher:
         return getattr(getattr(ak8s, api_class)(self.api), method)
 
     async def _relist(self, kind: str) -> str:
-        """List KIND page by page, diff against memory, return the resourceVersion."""
+        """List KIND page by page, diff against memory, return the resourceVersion.
+
+        Each page is decoded, projected and dropped before the next is asked for:
+        the peak is one page of whole objects, not the whole list."""
         fn = self._list_fn(kind)
-        seen: dict[str, dict[str, Any]] = {}
+        seen: set[str] = set()
         token: str | None = None
         rv = ""
         while True:
@@ -283,21 +301,20 @@ class ClusterWatcher:
             finally:
                 resp.release()
             data = json.loads(body)
+            del body
             meta = data.get("metadata") or {}
             if not rv:
                 rv = str(meta.get("resourceVersion", ""))
-            for item in data.get("items") or []:
-                seen[projection.key_of(item)] = item
             token = meta.get("continue")
+            for item in data.get("items") or []:
+                seen.add(projection.key_of(item))
+                self._apply(kind, "ADDED", item)
+            del data
             if not token:
                 break
         current = self.objects[kind]
-        for key in list(current):
-            if key not in seen:
-                del current[key]
-                self._queue(kind, "delete", key, None)
-        for item in seen.values():
-            self._apply(kind, "ADDED", item)
+        for key in [k for k in current if k not in seen]:
+            self._queue(kind, key, current.pop(key), None)
         return rv
 
     async def _watch(self, kind: str, rv: str) -> str:
@@ -480,24 +497,24 @@ class ClusterWatcher:
         """Write pending changes and state to Redis, then publish them."""
         if not self.pending and not self.state_dirty:
             return
-        changes = list(self.pending.values())
+        by_kind: dict[str, list[snapshot.Change]] = {}
+        changes: list[dict[str, Any]] = []
+        for (kind, key), (old, new) in self.pending.items():
+            if old == new:
+                continue  # Created and deleted (or changed back) between flushes.
+            by_kind.setdefault(kind, []).append((key, old, new))
+            if new is None:
+                changes.append({"kind": kind, "op": "delete", "key": key})
+            else:
+                changes.append(
+                    {"kind": kind, "op": "upsert", "key": key, "obj": json.loads(new)}
+                )
         self.pending.clear()
         state_changed = self.state_dirty
         self.state_dirty = False
         pipe = self.redis.pipeline(transaction=True)
-        upserts: dict[str, dict[str, str]] = {}
-        deletes: dict[str, list[str]] = {}
-        for c in changes:
-            if c["op"] == "upsert":
-                upserts.setdefault(c["kind"], {})[c["key"]] = json.dumps(
-                    c["obj"], separators=(",", ":")
-                )
-            else:
-                deletes.setdefault(c["kind"], []).append(c["key"])
-        for kind, mapping in upserts.items():
-            pipe.hset(snapshot.objects_key(self.cid, kind), mapping=mapping)
-        for kind, keys in deletes.items():
-            pipe.hdel(snapshot.objects_key(self.cid, kind), *keys)
+        for kind, staged in by_kind.items():
+            snapshot.stage_changes(pipe, self.cid, kind, staged)
         state = {
             "reachable": "1" if self.reachable else "0",
             "error": self.error,

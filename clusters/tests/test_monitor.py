@@ -224,3 +224,56 @@ async def test_only_one_monitor_is_active_and_a_standby_takes_over(fake: Any) ->
         await second.close()
         if not first.task.done():
             await first.close()
+
+
+def index_agrees(cluster: Cluster) -> bool:
+    """Return whether the pods' index lists exactly the snapshot's pods."""
+    _total, keys = snapshot.find_keys(cluster.pk, "pods", limit=10**6)
+    return keys == sorted(pods_of(cluster))
+
+
+def with_status(cluster: Cluster, status: str) -> list[str]:
+    return snapshot.find_keys(cluster.pk, "pods", status=status, limit=10**6)[1]
+
+
+async def test_monitor_lists_in_pages_and_keeps_the_pod_index_in_step(
+    fake: Any,
+) -> None:
+    for i in range(7):
+        fake.store.create(pod(f"p{i}", node_name="n1"))
+    cluster = await sync_to_async(make_cluster)(fake)
+    stop = asyncio.Event()
+    small_pages = Settings(**{**FAST.__dict__, "page_size": 2})
+    monitor = Monitor(settings.REDIS_URL, get_channel_layer(), small_pages)
+    task = asyncio.create_task(monitor.run(stop))
+    try:
+        await eventually(lambda: synced(cluster))
+        assert sorted(pods_of(cluster)) == [f"demo/p{i}" for i in range(7)]
+        pages = [
+            r
+            for r in fake.requests
+            if r.path == "/api/v1/pods" and "watch" not in r.query
+        ]
+        assert len(pages) == 4 and all(r.query.get("limit") == "2" for r in pages)
+        assert index_agrees(cluster)
+
+        # Watched changes move pods between the index's sets.
+        fake.store.patch_status("pods", "demo", "p3", {"phase": "Failed"})
+        fake.store.force_delete("pods", "demo", "p4")
+        await eventually(lambda: with_status(cluster, "Failed") == ["demo/p3"])
+        await eventually(lambda: index_agrees(cluster))
+        assert "demo/p3" not in with_status(cluster, "Running")
+
+        # A relist after 410 Gone drops what was deleted while the watch was down.
+        fake.set_available(False, mode="503")
+        fake.store.force_delete("pods", "demo", "p5")
+        fake.store.create(pod("p9", node_name="n1"))
+        fake.store.compact()
+        fake.set_available(True, mode="503")
+        await eventually(lambda: "demo/p9" in pods_of(cluster))
+        await eventually(lambda: "demo/p5" not in pods_of(cluster))
+        await eventually(lambda: index_agrees(cluster))
+        assert snapshot.namespaces(cluster.pk, "pods") == ["demo"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

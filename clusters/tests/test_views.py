@@ -19,20 +19,20 @@ pytestmark = pytest.mark.django_db
 
 def seed_snapshot(cluster: Cluster, pods: int = 50) -> None:
     r = snapshot.client()
-    r.hset(
-        snapshot.objects_key(cluster.pk, "pods"),
-        mapping={
-            f"demo/p{i:04d}": json.dumps(
-                {
-                    "name": f"p{i:04d}",
-                    "namespace": "demo",
-                    "phase": "Running",
-                    "ready": "1/1",
-                    "restarts": 0,
-                    "node": "n1",
-                    "containers": ["app"],
-                }
-            )
+    # Through write_objects, as the monitor writes: the pods page reads the index.
+    snapshot.write_objects(
+        cluster.pk,
+        "pods",
+        {
+            f"demo/p{i:04d}": {
+                "name": f"p{i:04d}",
+                "namespace": "demo",
+                "phase": "Running",
+                "ready": "1/1",
+                "restarts": 0,
+                "node": "n1",
+                "containers": ["app"],
+            }
             for i in range(pods)
         },
     )
