@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from functools import wraps
@@ -12,7 +11,7 @@ from typing import Any
 from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -263,88 +262,53 @@ def node_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _matches(pod: dict, namespace: str, phase: str, node: str, q: str) -> bool:
-    if namespace and pod.get("namespace") != namespace:
-        return False
-    if phase and pod.get("phase") != phase and pod.get("reason") != phase:
-        return False
-    if node and pod.get("node") != node:
-        return False
-    if q and q not in pod["key"] and q not in (pod.get("owner") or "").lower():
-        return False
-    return True
-
-
-def _plain(text: str) -> bool:
-    """Return whether TEXT appears verbatim in any JSON encoding of a string with it."""
-    return (
-        text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-    )
-
-
-def _filter_pods(
-    pk: int, keys: list[str], namespace: str, phase: str, node: str, q: str
-) -> list[str]:
-    """Return the KEYS matching the filters, in order.
-
-    Reads the values only when a filter needs them, and parses only those whose
-    raw JSON contains the wanted text: for plain ASCII text that is a necessary
-    condition of a match, whatever the JSON formatting."""
-    if namespace:
-        keys = [k for k in keys if k.startswith(namespace + "/")]
-    if not (phase or node or q):
-        return keys
-    raw = snapshot.read_raw(pk, "pods", keys)
-    phase_b = phase.encode() if phase and _plain(phase) else None
-    node_b = node.encode() if node and _plain(node) else None
-    q_b = q.encode() if q and _plain(q) else None
-    matching = []
-    for key in keys:
-        value = raw.get(key)
-        if value is None:
-            continue
-        if phase_b is not None and phase_b not in value:
-            continue
-        if node_b is not None and node_b not in value:
-            continue
-        if (
-            q_b is not None
-            and q not in key
-            and q_b not in value.lower()
-            # Non-ASCII (raw or escaped) may lower() to ASCII: parse those.
-            and value.isascii()
-            and b"\\u" not in value
-        ):
-            continue
-        obj = json.loads(value)
-        if _matches(dict(obj, key=key), namespace, phase, node, q):
-            matching.append(key)
-    return matching
+def _page_number(value: str | None) -> int:
+    try:
+        return max(1, int(value or 1))
+    except ValueError:
+        return 1
 
 
 @role_required("viewer")
 def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List pods, filtered and paginated on the server.
 
-    Pages are cut from the sorted keys (HKEYS) and only the page's projections are
-    read (HMGET): at 30,000 pods reading and parsing the whole hash on every request
-    took most of a second."""
+    The monitor keeps the pods' keys in sorted sets (all, per phase, per node; a
+    namespace is a key range), so a page is one ZRANGE and one HMGET of 100
+    projections, and a search runs inside Redis: at 30,000 pods reading every key
+    per request took most of a second."""
     cluster = get_object_or_404(Cluster, pk=pk)
     namespace = request.GET.get("namespace", "").strip()
     phase = request.GET.get("phase", "").strip()
     node = request.GET.get("node", "").strip()
     q = request.GET.get("q", "").strip().lower()
-    keys = snapshot.read_keys(pk, "pods")
-    namespaces = sorted({k.split("/", 1)[0] for k in keys})
-    matching = _filter_pods(pk, keys, namespace, phase, node, q)
-    page = Paginator(matching, PAGE_SIZE).get_page(request.GET.get("page"))
-    page_keys = list(page.object_list)
+    number = _page_number(request.GET.get("page"))
+
+    def find(number: int) -> tuple[int, list[str]]:
+        return snapshot.find_keys(
+            pk,
+            "pods",
+            namespace=namespace,
+            status=phase,
+            node=node,
+            search=q,
+            offset=(number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+        )
+
+    matching, page_keys = find(number)
+    paginator = Paginator(range(matching), PAGE_SIZE)
+    if number > paginator.num_pages:
+        # Past the end (the list shrank, or a typed URL): show the last page.
+        number = paginator.num_pages
+        matching, page_keys = find(number)
+        paginator = Paginator(range(matching), PAGE_SIZE)
     objs = snapshot.read_objects_by_key(pk, "pods", page_keys)
     rows = [dict(objs[k], key=k) for k in page_keys if k in objs]
-    page.object_list = rows
     usage = snapshot.read_usage(pk, "pods", [p["key"] for p in rows])
     for p in rows:
         p["usage"] = usage.get(p["key"])
+    page = Page(rows, number, paginator)
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -356,9 +320,9 @@ def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
             "pods",
             live_kinds="pods",
             page=page,
-            total=len(keys),
-            matching=len(matching),
-            namespaces=namespaces,
+            total=snapshot.count(pk, "pods"),
+            matching=matching,
+            namespaces=snapshot.namespaces(pk, "pods"),
             filters={"namespace": namespace, "phase": phase, "node": node, "q": q},
             phases=["Pending", "Running", "Succeeded", "Failed", "Unknown"],
             query=query.urlencode(),
