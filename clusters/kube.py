@@ -20,19 +20,39 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import importlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
+
     from .models import Cluster
+
+
+class _LazyModule:
+    """A module imported on first attribute access.
+
+    The kubernetes client costs ~35 MiB and ~1 s to import, and every Slipway process
+    imports this module at start (the admin, the pages, the engine), while only the
+    ones that talk to a cluster need the client. Exceptions are reached through the
+    module too (``except k8s.ApiException``): an except clause is evaluated only when
+    an exception is on its way, and by then the client has been imported.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+k8s: Any = _LazyModule("kubernetes.client")
+k8s_config: Any = _LazyModule("kubernetes.config")
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -253,7 +273,7 @@ def build_configuration(cluster: Cluster) -> k8s.Configuration:
     if cluster.auth_mode == "in_cluster":
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)
-        except ConfigException as exc:
+        except k8s_config.ConfigException as exc:
             raise CredentialsError(f"Not running inside a cluster: {exc}") from None
         if not cluster.verify_tls:
             cfg.verify_ssl = False
@@ -263,7 +283,7 @@ def build_configuration(cluster: Cluster) -> k8s.Configuration:
             k8s_config.load_kube_config_from_dict(
                 data, context=context, client_configuration=cfg, persist_config=False
             )
-        except (ConfigException, ValueError, TypeError, KeyError) as exc:
+        except (k8s_config.ConfigException, ValueError, TypeError, KeyError) as exc:
             raise CredentialsError(f"Cannot use these credentials: {exc}") from None
     # Fail fast: the monitor and the pages need to know within seconds that a
     # cluster is gone, not after urllib3's retries.
@@ -504,7 +524,7 @@ class KubeBackend:
         try:
             resp = fn(*args, **kwargs)
             data = resp.data
-        except ApiException as exc:
+        except k8s.ApiException as exc:
             raise KubeError.from_api_exception(exc) from None
         except Exception as exc:  # urllib3 errors: refused, DNS, TLS, timeout.
             if _is_network_error(exc):
@@ -544,7 +564,7 @@ class KubeBackend:
             )
             resp = self.api.call_api(*params, _request_timeout=self.timeout)
             resp.read()
-        except ApiException as exc:
+        except k8s.ApiException as exc:
             raise KubeError.from_api_exception(exc) from None
         except Exception as exc:
             if _is_network_error(exc):
@@ -552,7 +572,7 @@ class KubeBackend:
             raise
         if not 200 <= resp.status <= 299:
             raise KubeError.from_api_exception(
-                ApiException(status=resp.status, reason=resp.reason, body=resp.data)
+                k8s.ApiException(status=resp.status, reason=resp.reason, body=resp.data)
             )
         if raw:
             return resp.data.decode("utf-8", "replace")
@@ -711,7 +731,7 @@ class KubeBackend:
                 **kwargs,
             )
             return resp.data.decode("utf-8", "replace")
-        except ApiException as exc:
+        except k8s.ApiException as exc:
             raise KubeError.from_api_exception(exc) from None
         except Exception as exc:
             if _is_network_error(exc):
