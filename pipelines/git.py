@@ -1,14 +1,17 @@
 """Repository access: a bare mirror cache per repository, and job workspaces.
 
-Plain functions and classes over explicit paths (no settings, no Django), built on
-GitPython. One :class:`Mirror` per repository lives at ``<cache_dir>/<key>.git``:
+Plain functions and classes over explicit paths (no settings, no Django), running the
+``git`` command (no GitPython: its import alone costs every Slipway process ~14 MiB, and
+reading a commit and a file through one ``git cat-file --batch-command`` is one process
+instead of two). One :class:`Mirror` per repository lives at ``<cache_dir>/<key>.git``:
 
 - :meth:`Mirror.fetch` creates it on first use and updates branches and tags (pruning
   deleted ones). Concurrent callers, in any process on the machine, are serialised by an
   ``flock`` on ``<cache_dir>/<key>.lock``; readers never take the lock (git updates refs
   atomically and never rewrites objects in place).
 - :meth:`Mirror.resolve`, :meth:`Mirror.read_file`, :meth:`Mirror.changed_files`,
-  :meth:`Mirror.commit_info`, :meth:`Mirror.branches` and :meth:`Mirror.tags` read it.
+  :meth:`Mirror.commit_info`, :meth:`Mirror.read_commit`, :meth:`Mirror.has_commit`,
+  :meth:`Mirror.branches` and :meth:`Mirror.tags` read it.
 - :meth:`Mirror.checkout` makes a job workspace: a real git checkout (with ``.git``) of
   one commit, detached, borrowing the mirror's objects.
 
@@ -27,17 +30,16 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 from urllib.parse import urlsplit
-
-import git
-from git.exc import GitCommandError
 
 ZERO_SHA: Final = "0" * 40
 
@@ -62,6 +64,10 @@ class GitError(Exception):
 
 class FileTooLarge(GitError):
     """The file exists but is larger than the caller's limit."""
+
+
+class UnknownCommit(GitError):
+    """The mirror does not hold this commit (yet: a fetch may bring it)."""
 
 
 @dataclass(frozen=True)
@@ -213,38 +219,74 @@ class Mirror:
         timeout: float | None = None,
         strip: bool = True,
     ) -> str:
-        """Run ``git args...`` and return stdout; raise GitError with stderr redacted."""
-        runner = git.cmd.Git(str(cwd or self.path))
+        """Run ``git args...`` and return stdout; raise GitError with stderr redacted.
+
+        The command runs in its own process group, so a timeout also ends the helpers
+        git started (``git-remote-https``, ``ssh``).
+        """
+        name = next((a for a in args if not a.startswith("-") and "=" not in a), "")
         try:
-            out = runner.execute(
+            proc = subprocess.Popen(
                 ["git", *args],
-                env=self._environment(),
-                kill_after_timeout=timeout,
-                strip_newline_in_stdout=strip,
+                cwd=str(cwd or self.path),
+                env={**os.environ, **self._environment()},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
-        except GitCommandError as exc:
-            stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr)
-            stderr = stderr.strip().removeprefix("stderr: ").strip("'").strip()
+        except OSError as exc:
+            raise GitError(f"git {name} failed: {exc.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise GitError(f"git {name} timed out after {timeout:.0f} s") from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        if proc.returncode:
+            stderr = err.decode("utf-8", "replace").strip()
             secrets = [
                 v for k, v in self.env.items() if k.startswith("GIT_CONFIG_VALUE")
             ]
             raise GitError(
-                f"git {args[0]} failed: {_redact(stderr, secrets) or 'exit ' + str(exc.status)}"
-            ) from None
-        return str(out)
+                f"git {name} failed: "
+                f"{_redact(stderr, secrets) or 'exit ' + str(proc.returncode)}"
+            )
+        text = out.decode("utf-8", "replace")
+        if strip and text.endswith("\n"):
+            text = text[:-1]
+        return text
 
     def _require(self) -> None:
         if not (self.path / "HEAD").exists():
             raise GitError(f"mirror {self.key} has not been fetched yet")
 
     @contextmanager
-    def _repo(self) -> Iterator[git.Repo]:
+    def _objects(self) -> Iterator[_ObjectReader]:
+        """Yield a reader over one ``git cat-file --batch-command`` process."""
         self._require()
-        repo = git.Repo(str(self.path))
+        proc = subprocess.Popen(
+            ["git", "cat-file", "--batch-command"],
+            cwd=str(self.path),
+            env={**os.environ, **self._environment()},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
-            yield repo
+            yield _ObjectReader(proc)
+        except BrokenPipeError:
+            raise GitError(f"git cat-file failed in mirror {self.key}") from None
         finally:
-            repo.close()
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                _kill_group(proc)
 
     @contextmanager
     def _locked(self, timeout: float) -> Iterator[None]:
@@ -381,29 +423,12 @@ class Mirror:
         as absent.
         """
         commit_sha = self._commit_sha(sha)
-        clean = path.strip().strip("/")
-        if not clean or any(part in ("", ".", "..") for part in clean.split("/")):
-            raise GitError(f"invalid path {path[:200]!r}")
-        with self._repo() as repo:
-            try:
-                commit = repo.commit(commit_sha)
-            except (ValueError, git.BadName) as exc:
-                raise GitError(f"unknown commit {commit_sha}") from exc
-            try:
-                item = commit.tree / clean
-            except KeyError:
-                return None
-            if not isinstance(item, git.Blob):
-                return None
-            if item.size > max_bytes:
-                raise FileTooLarge(
-                    f"{clean} is {item.size} bytes; the limit is {max_bytes}"
-                )
-            data = item.data_stream.read()
-        try:
-            return bytes(data).decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise GitError(f"{clean} is not UTF-8 text") from None
+        clean = _clean_path(path)
+        with self._objects() as objects:
+            found = objects.info(commit_sha)
+            if found is None or found[1] != "commit":
+                raise UnknownCommit(f"unknown commit {commit_sha}")
+            return objects.text(f"{commit_sha}:{clean}", clean, max_bytes)
 
     def changed_files(self, base: str | None, head: str) -> list[str]:
         """Return the paths that differ between ``base`` and ``head``, sorted.
@@ -413,6 +438,27 @@ class Mirror:
         file of ``head`` for a root commit. Renames count as a deletion plus an addition.
         """
         head_sha = self._commit_sha(head)
+        diff = (
+            "diff-tree",
+            "-r",
+            "-z",
+            "--no-commit-id",
+            "--name-only",
+            "--no-renames",
+        )
+        if base and base.strip("0"):
+            # The usual push: both commits are here, one process answers.
+            candidate = self._commit_sha(base)
+            try:
+                out = self._git(
+                    *diff,
+                    f"{candidate}^{{commit}}",
+                    f"{head_sha}^{{commit}}",
+                    strip=False,
+                )
+                return sorted({p for p in out.split("\0") if p})
+            except GitError:
+                pass  # Either is unknown: find out which below.
         if not self._rev_parse(f"{head_sha}^{{commit}}"):
             raise GitError(f"unknown commit {head_sha}")
         base_sha: str | None = None
@@ -424,17 +470,7 @@ class Mirror:
         if base_sha is None:
             out = self._git("ls-tree", "-r", "-z", "--name-only", head_sha, strip=False)
         else:
-            out = self._git(
-                "diff-tree",
-                "-r",
-                "-z",
-                "--no-commit-id",
-                "--name-only",
-                "--no-renames",
-                base_sha,
-                head_sha,
-                strip=False,
-            )
+            out = self._git(*diff, base_sha, head_sha, strip=False)
         return sorted({p for p in out.split("\0") if p})
 
     def _refs(self, prefix: str) -> dict[str, str]:
@@ -465,19 +501,39 @@ class Mirror:
     def commit_info(self, sha: str) -> CommitInfo:
         """Return message, author and commit time of ``sha``; GitError if unknown."""
         commit_sha = self._commit_sha(sha)
-        with self._repo() as repo:
-            try:
-                commit = repo.commit(commit_sha)
-                message = commit.message
-                return CommitInfo(
-                    sha=commit.hexsha,
-                    message=message if isinstance(message, str) else message.decode(),
-                    author_name=commit.author.name or "",
-                    author_email=commit.author.email or "",
-                    committed_at=commit.committed_datetime,
-                )
-            except (ValueError, git.BadName) as exc:
-                raise GitError(f"unknown commit {commit_sha}") from exc
+        with self._objects() as objects:
+            return objects.commit(commit_sha)
+
+    def read_commit(
+        self, sha: str, path: str, max_bytes: int
+    ) -> tuple[CommitInfo, str | None]:
+        """Return :meth:`commit_info` and :meth:`read_file` of ``sha`` from one process.
+
+        Starting a run needs both; one ``cat-file`` saves a process per run. Raise
+        :class:`UnknownCommit` when the mirror lacks the commit (fetch, then ask again).
+        """
+        commit_sha = self._commit_sha(sha)
+        clean = _clean_path(path)
+        if not (self.path / "HEAD").exists():
+            raise UnknownCommit(f"mirror {self.key} has not been fetched yet")
+        with self._objects() as objects:
+            info = objects.commit(commit_sha)
+            return info, objects.text(f"{commit_sha}:{clean}", clean, max_bytes)
+
+    def has_commit(self, sha: str) -> bool:
+        """Return whether the mirror holds commit ``sha`` (a full sha), without a fetch.
+
+        A commit never changes, so a run whose commit is here already needs no fetch.
+        """
+        try:
+            commit_sha = self._commit_sha(sha)
+        except GitError:
+            return False
+        if not (self.path / "HEAD").exists():
+            return False
+        with self._objects() as objects:
+            found = objects.info(commit_sha)
+        return found is not None and found[1] == "commit"
 
     # --- workspaces ---------------------------------------------------------------
 
@@ -498,12 +554,125 @@ class Mirror:
         dest = Path(dest)
         if dest.exists() and any(dest.iterdir()):
             raise GitError(f"checkout destination {dest} is not empty")
-        args = ["clone", "--quiet", "--shared", "--no-checkout"]
+        # No template (sample hooks, description) and no reflogs: a third of the
+        # files, so both the checkout and the removal after the job are quicker.
+        quiet = ("-c", "core.logAllRefUpdates=false")
+        args = [*quiet, "clone", "--quiet", "--template=", "--shared", "--no-checkout"]
         if self_contained:
             args.append("--dissociate")
         self._git(*args, "--", str(self.path), str(dest), cwd=self.cache_dir)
         try:
-            self._git("checkout", "--quiet", "--detach", commit_sha, cwd=dest)
+            self._git(*quiet, "checkout", "--quiet", "--detach", commit_sha, cwd=dest)
         except GitError:
             shutil.rmtree(dest, ignore_errors=True)
             raise GitError(f"commit {commit_sha} is not in the mirror") from None
+
+
+def _clean_path(path: str) -> str:
+    clean = path.strip().strip("/")
+    if (
+        not clean
+        or any(part in ("", ".", "..") for part in clean.split("/"))
+        or any(ord(c) < 32 for c in clean)
+    ):
+        raise GitError(f"invalid path {path[:200]!r}")
+    return clean
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+_IDENT_RE: Final = re.compile(rb"^(.*?) <(.*)> (\d+) ([+-])(\d\d)(\d\d)$")
+
+
+class _ObjectReader:
+    """Ask one ``git cat-file --batch-command`` process for objects, one at a time.
+
+    Each question is answered before the next is asked, so a file's size is known
+    before its content is requested: a huge blob is never read into memory.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self._stdin: IO[bytes] = proc.stdin
+        self._stdout: IO[bytes] = proc.stdout
+
+    def _ask(self, command: str) -> tuple[str, str, int] | None:
+        self._stdin.write(command.encode() + b"\n")
+        self._stdin.flush()
+        header = self._stdout.readline().decode("utf-8", "replace").split()
+        if len(header) != 3 or not header[2].isdigit():
+            return None  # "<name> missing" or "<name> ambiguous"
+        return header[0], header[1], int(header[2])
+
+    def info(self, name: str) -> tuple[str, str, int] | None:
+        """Return (oid, type, size) of NAME, or None if the mirror lacks it."""
+        return self._ask(f"info {name}")
+
+    def contents(self, name: str) -> tuple[str, bytes] | None:
+        """Return (type, bytes) of NAME, or None if the mirror lacks it."""
+        header = self._ask(f"contents {name}")
+        if header is None:
+            return None
+        data = self._stdout.read(header[2])
+        self._stdout.read(1)  # The newline after every object.
+        return header[1], data
+
+    def text(self, name: str, clean: str, max_bytes: int) -> str | None:
+        """Return the UTF-8 text of blob NAME; None if absent or not a file."""
+        found = self.info(name)
+        if found is None or found[1] != "blob":
+            return None  # Absent, or a directory (tree) or submodule (commit).
+        if found[2] > max_bytes:
+            raise FileTooLarge(f"{clean} is {found[2]} bytes; the limit is {max_bytes}")
+        blob = self.contents(found[0])
+        if blob is None:
+            return None
+        try:
+            return blob[1].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise GitError(f"{clean} is not UTF-8 text") from None
+
+    def commit(self, sha: str) -> CommitInfo:
+        """Return what a run page shows about commit SHA; GitError if unknown."""
+        found = self.contents(sha)
+        if found is None or found[0] != "commit":
+            raise UnknownCommit(f"unknown commit {sha}")
+        head, _, body = found[1].partition(b"\n\n")
+        encoding = "utf-8"
+        author = committer = None
+        for line in head.split(b"\n"):
+            if line.startswith(b"author "):
+                author = _IDENT_RE.match(line[7:])
+            elif line.startswith(b"committer "):
+                committer = _IDENT_RE.match(line[10:])
+            elif line.startswith(b"encoding "):
+                encoding = line[9:].decode("ascii", "replace").strip() or "utf-8"
+        try:
+            message = body.decode(encoding, "replace")
+        except LookupError:
+            message = body.decode("utf-8", "replace")
+        committed_at = datetime.now(UTC)
+        if committer is not None:
+            sign = 1 if committer.group(4) == b"+" else -1
+            offset = timedelta(
+                hours=int(committer.group(5)), minutes=int(committer.group(6))
+            )
+            committed_at = datetime.fromtimestamp(
+                int(committer.group(3)), timezone(sign * offset)
+            )
+        return CommitInfo(
+            sha=sha,
+            message=message,
+            author_name=author.group(1).decode("utf-8", "replace") if author else "",
+            author_email=author.group(2).decode("utf-8", "replace") if author else "",
+            committed_at=committed_at,
+        )
