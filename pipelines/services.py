@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import shutil
 import socket
 import threading
@@ -30,7 +31,7 @@ from core import audit
 from . import artifacts, delivery, events, logs, workers
 from .engine import plan, spec
 from .engine.executors import ExecSpec, get_executor
-from .git import GitError, Mirror, credentials_env
+from .git import GitError, Mirror, UnknownCommit, credentials_env
 from .models import Job, Repository, Run, RunCounter, Stage, Variable
 
 logger = logging.getLogger(__name__)
@@ -177,11 +178,18 @@ def start_run(run_id: int) -> None:
         return  # Started already: a redelivered task does nothing.
     repository = run.repository
     mirror = mirror_for(repository)
+    limit = spec.MAX_SPEC_BYTES + 1
     try:
-        mirror.fetch()
-        sha = mirror.resolve(run.commit_sha or run.ref)
-        info = mirror.commit_info(sha)
-        text = mirror.read_file(sha, SPEC_FILE, max_bytes=spec.MAX_SPEC_BYTES + 1)
+        try:
+            # A commit never changes: when the mirror holds it already (a webhook's
+            # sha fetched by an earlier run, a retry, a tag on a built commit), the
+            # fetch, a network round trip, is skipped.
+            sha = _full_sha(run.commit_sha)
+            info, text = mirror.read_commit(sha, SPEC_FILE, max_bytes=limit)
+        except UnknownCommit:
+            mirror.fetch()
+            sha = mirror.resolve(run.commit_sha or run.ref)
+            info, text = mirror.read_commit(sha, SPEC_FILE, max_bytes=limit)
         changed = None
         if run.before_sha and run.before_sha.strip("0"):
             try:
@@ -225,6 +233,14 @@ def start_run(run_id: int) -> None:
         return
     _create_jobs(run, pipeline, context)
     advance_run(run_id)
+
+
+def _full_sha(value: str) -> str:
+    """Return VALUE if it is a full commit sha; raise UnknownCommit otherwise."""
+    sha = value.strip().lower()
+    if len(sha) not in (40, 64) or any(c not in "0123456789abcdef" for c in sha):
+        raise UnknownCommit(f"not a full commit sha: {value[:80]!r}")
+    return sha
 
 
 def _event_name(trigger: str) -> str:
@@ -391,30 +407,45 @@ def advance_run(run_id: int) -> None:
                 from . import tasks
 
                 tasks.report_commit_status.delay_on_commit(run.pk)
-        _update_stages(run)
+        _update_stages(jobs)
         final = plan.run_status(nodes, {job.name: job.status for job in jobs})
-        for job in to_queue:
-            _enqueue(job)
     if final is not None:
         _finish_run(run, final)
 
 
 def _apply_step(step: plan.Step, by_name: dict[str, Job], now: Any) -> list[Job]:
-    """Apply one planner step with conditional updates; return the jobs to queue."""
+    """Apply one planner step with conditional updates; return the queued jobs.
+
+    Queued jobs are moved with one UPDATE per waiting reason (usually one for the
+    whole step: a 100-job stage is one statement, not 100), still conditional on
+    ``status = created``; only when fewer rows changed than asked (a concurrent
+    cancel) does a SELECT find which ones.
+    """
     to_queue = []
-    for name in step.start:
-        job = by_name[name]
+    starting = [by_name[name] for name in step.start]
+    by_reason: dict[str, list[Job]] = {}
+    for job in starting:
         reason = workers.waiting_reason(job.queue, job.executor)
-        if Job.objects.transition(
-            job.pk,
-            [Job.Status.CREATED],
-            status=Job.Status.PENDING,
-            queued_at=now,
-            reason=reason,
-        ):
+        by_reason.setdefault(reason, []).append(job)
+    for reason, group in by_reason.items():
+        ids = [job.pk for job in group]
+        changed = Job.objects.filter(pk__in=ids, status=Job.Status.CREATED).update(
+            status=Job.Status.PENDING, queued_at=now, reason=reason
+        )
+        if changed != len(ids):
+            mine = set(
+                Job.objects.filter(
+                    pk__in=ids, status=Job.Status.PENDING, queued_at=now
+                ).values_list("pk", flat=True)
+            )
+            group = [job for job in group if job.pk in mine]
+        for job in group:
             job.status, job.queued_at, job.reason = Job.Status.PENDING, now, reason
-            to_queue.append(job)
+            # Queue before publishing: on-commit callbacks run in order, and the
+            # job's start matters more than the page's.
+            _enqueue(job)
             events.job_changed(job)
+            to_queue.append(job)
     for name, reason in step.skip:
         job = by_name[name]
         if Job.objects.transition(
@@ -445,12 +476,20 @@ def _enqueue(job: Job) -> None:
     transaction.on_commit(lambda: tasks.run_job.apply_async((job_id,), queue=queue))
 
 
-def _update_stages(run: Run) -> None:
-    for stage in run.stages.all():
-        statuses = list(
-            stage.jobs.filter(retried=False).values_list("status", flat=True)
-        )
-        new = _stage_status(statuses)
+def _update_stages(jobs: list[Job]) -> None:
+    """Recompute the status of the stages of JOBS (the run's current attempts).
+
+    From the rows advance_run read (stages joined in the same query, so statuses and
+    stages are one snapshot) plus its own changes: no query per stage. A stage
+    without jobs was marked skipped when the run was created and never changes.
+    """
+    stages: dict[int, Stage] = {}
+    statuses: dict[int, list[str]] = {}
+    for job in jobs:
+        stages.setdefault(job.stage_id, job.stage)
+        statuses.setdefault(job.stage_id, []).append(job.status)
+    for stage_id, stage in stages.items():
+        new = _stage_status(statuses[stage_id])
         if new != stage.status:
             Stage.objects.filter(pk=stage.pk).update(status=new)
             stage.status = new
@@ -478,7 +517,7 @@ def _finish_run(run: Run, final: str) -> None:
     )
     if not changed:
         return
-    run.refresh_from_db()
+    run.status, run.finished_at, run.started_at = final, now, run.started_at or now
     events.run_changed(run)
     _after_run_finished(run)
 
@@ -507,25 +546,38 @@ def current_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def secrets_for(repository: Repository) -> list[str]:
+def stored_variables(repository: Repository) -> list[Variable]:
+    """Return REPOSITORY's and the global variables, the repository's first."""
+    return list(
+        Variable.objects.filter(Q(repository=repository) | Q(repository=None)).order_by(
+            "-repository_id"
+        )
+    )
+
+
+def secrets_for(
+    repository: Repository, variables: list[Variable] | None = None
+) -> list[str]:
     """Return the secret values that must be masked in this repository's logs."""
-    rows = Variable.objects.filter(
-        Q(repository=repository) | Q(repository=None), is_secret=True
-    ).values_list("value", flat=True)
-    return [value for value in rows if value]
+    if variables is None:
+        variables = stored_variables(repository)
+    return [row.value for row in variables if row.is_secret and row.value]
 
 
-def job_environment(job: Job, workspace: Path) -> dict[str, str]:
+def job_environment(
+    job: Job, workspace: Path, variables: list[Variable] | None = None
+) -> dict[str, str]:
     """Return the environment of JOB: predefined, stored and spec variables.
 
-    Never Slipway's own environment: no database URL, keys or Redis URL.
+    Never Slipway's own environment: no database URL, keys or Redis URL. Pass
+    VARIABLES (from :func:`stored_variables`) when you have them already.
     """
     run = job.run
     repository = run.repository
     env: dict[str, str] = {}
-    for row in Variable.objects.filter(
-        Q(repository=repository) | Q(repository=None)
-    ).order_by("-repository_id"):
+    if variables is None:
+        variables = stored_variables(repository)
+    for row in variables:
         # Repository variables win over global ones of the same name.
         env.setdefault(row.name, row.value)
     predefined = {
@@ -609,6 +661,32 @@ class _JobWatch:
                     connection.close()
 
 
+class _Janitor:
+    """Remove finished workspaces from one background thread per process."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def remove(self, path: Path) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    threading.Thread(
+                        target=self._loop, daemon=True, name="janitor"
+                    ).start()
+                    self._pid = os.getpid()
+        self._queue.put(path)
+
+    def _loop(self) -> None:
+        while True:
+            shutil.rmtree(self._queue.get(), ignore_errors=True)
+
+
+_janitor = _Janitor()
+
+
 def cancel_key(job_id: int) -> str:
     return f"slipway:cancel:{job_id}"
 
@@ -618,9 +696,10 @@ def execute_job(job: Job) -> None:
     job_spec = job.spec
     run = job.run
     workspace = Path(settings.SLIPWAY["WORKSPACE_DIR"]) / f"job-{job.pk}"
+    variables = stored_variables(run.repository)
     writer = logs.JobLogWriter(
         job,
-        secrets=secrets_for(run.repository),
+        secrets=secrets_for(run.repository, variables),
         max_bytes=settings.SLIPWAY["LOG_MAX_BYTES"],
     )
     events.job_changed(job)
@@ -650,7 +729,7 @@ def execute_job(job: Job) -> None:
             script=tuple(job_spec.get("script", ())),
             before_script=tuple(job_spec.get("before_script", ())),
             after_script=tuple(job_spec.get("after_script", ())),
-            env=job_environment(job, workspace),
+            env=job_environment(job, workspace, variables),
             workdir=str(workspace),
             timeout=int(job_spec.get("timeout", 3600)),
             image=job_spec.get("image"),
@@ -681,16 +760,20 @@ def execute_job(job: Job) -> None:
         status, failure = Job.Status.FAILED, "system_failure"
     finally:
         lines, size, truncated = writer.close()
-        shutil.rmtree(workspace, ignore_errors=True)
-    finish_job(
-        job.pk,
-        status,
-        exit_code=exit_code,
-        failure_reason=failure if status != Job.Status.SUCCESS else "",
-        log_lines=lines,
-        log_bytes=size,
-        log_truncated=truncated,
-    )
+    try:
+        finish_job(
+            job.pk,
+            status,
+            exit_code=exit_code,
+            failure_reason=failure if status != Job.Status.SUCCESS else "",
+            log_lines=lines,
+            log_bytes=size,
+            log_truncated=truncated,
+        )
+    finally:
+        # After the job's end is recorded: removing a checkout takes a syscall per
+        # file, and the run's next jobs need not wait for it.
+        _janitor.remove(workspace)
 
 
 def _result_status(result: Any) -> tuple[str, str, str]:
@@ -711,7 +794,6 @@ def _result_status(result: Any) -> tuple[str, str, str]:
 
 def finish_job(job_id: int, status: str, **fields: Any) -> bool:
     """Record a running job's end, retry it if `retry:` allows, then advance the run."""
-    from . import tasks
 
     now = timezone.now()
     with transaction.atomic():
@@ -728,8 +810,56 @@ def finish_job(job_id: int, status: str, **fields: Any) -> bool:
             )
         logs_job_id = job.pk
         transaction.on_commit(lambda: logs.compact(logs_job_id))
-        tasks.advance_run.delay_on_commit(job.run_id)
+        queue_advance(job.run_id)
     return True
+
+
+ADVANCE_PENDING_SECONDS = 60
+
+
+def advance_key(run_id: int) -> str:
+    return f"slipway:advance:{run_id}"
+
+
+def queue_advance(run_id: int) -> None:
+    """After commit, queue advance_run for RUN_ID unless one is queued and not begun.
+
+    Every finishing job asks for an advance; a 100-job stage asked 100 times, each
+    reading the whole run. A Redis key (SET NX) marks an advance as queued; the task
+    deletes it before it reads anything (:func:`advance_started`), so a job that
+    finished after that read queues a fresh one. Nothing is lost: a finish that
+    finds the key committed before the queued task began, so that task sees it. The
+    key expires, in case its message was lost (the reaper re-advances idle runs).
+    """
+    from . import tasks
+
+    def send() -> None:
+        try:
+            client = logs.redis_client()
+            try:
+                first = client.set(
+                    advance_key(run_id), "1", nx=True, ex=ADVANCE_PENDING_SECONDS
+                )
+            finally:
+                client.close()
+        except RedisError:
+            first = True  # Cannot coalesce: queue it anyway.
+        if first:
+            tasks.advance_run.apply_async((run_id,))
+
+    transaction.on_commit(send)
+
+
+def advance_started(run_id: int) -> None:
+    """Let the next finishing job queue an advance (see :func:`queue_advance`)."""
+    try:
+        client = logs.redis_client()
+        try:
+            client.delete(advance_key(run_id))
+        finally:
+            client.close()
+    except RedisError:
+        pass  # The key expires on its own.
 
 
 def _should_retry(job: Job) -> bool:

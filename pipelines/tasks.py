@@ -38,6 +38,7 @@ def start_run(run_id: int) -> None:
     max_retries=8,
 )
 def advance_run(run_id: int) -> None:
+    services.advance_started(run_id)
     services.advance_run(run_id)
 
 

@@ -19,6 +19,7 @@ def no_queue(monkeypatch) -> None:
     from pipelines import tasks
 
     monkeypatch.setattr(services, "_enqueue", lambda job: None)
+    monkeypatch.setattr(services, "queue_advance", lambda run_id: None)
     for task in (tasks.start_run, tasks.advance_run, tasks.report_commit_status):
         monkeypatch.setattr(task, "delay_on_commit", lambda *args, **kwargs: None)
 
