@@ -152,6 +152,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Threads, not prefork: a job is a subprocess the worker supervises through pipes, so
+# a slot spends its time waiting on I/O, and one process with N threads costs one
+# Python heap instead of 1 + N (~110 MiB each). Cancel and timeouts never relied on
+# Celery's time limits or revoke(terminate=True), which only prefork supports: the
+# executor kills the job's process group itself. SLIPWAY_WORKER_POOL=prefork restores
+# the old model (for CPU-heavy deploy steps, say).
+CELERY_WORKER_POOL = env_str("SLIPWAY_WORKER_POOL", "threads")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}

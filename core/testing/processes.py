@@ -121,8 +121,6 @@ class CeleryWorker:
                 ",".join(self.queues),
                 "-c",
                 str(self.concurrency),
-                "-P",
-                "prefork",
                 "-l",
                 "INFO",
                 "--without-mingle",
