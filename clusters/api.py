@@ -1,8 +1,10 @@
 """REST API of the clusters app: read clusters and their live objects, act on them.
 
-Reads need the viewer role, actions the operator role (as on the pages). Actions go
-through ``services.perform_action``, which audits every attempt, refused or not.
-Registering, editing and removing clusters (credentials) stay in the web UI.
+Reads need the viewer role, actions the operator role (as on the pages), each on the
+cluster in question (a global role or a grant on it); the list shows the clusters the
+user may see. Actions go through ``services.perform_action``, which audits every
+attempt, refused or not. Registering, editing and removing clusters (credentials)
+stay in the web UI.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class ClusterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSe
 
     queryset = Cluster.objects.all()
     serializer_class = ClusterSerializer
+    role_scope = "pk"  # Roles count per cluster: a global role or a grant on it.
     required_roles = {
         "scale": roles.OPERATOR,
         "restart": roles.OPERATOR,

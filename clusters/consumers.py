@@ -1,7 +1,8 @@
 """One multiplexed socket per browser tab: ``/ws/clusters/<id>/``.
 
-Authenticate (anonymous: close 4401), authorise (no role: close 4403; unknown
-cluster: 4404), send the snapshot of the subscribed kinds, then forward the
+Authenticate (anonymous: close 4401), authorise (no role on this cluster: close 4403;
+unknown cluster, or one the user cannot see: 4404; see ``core.roles.socket_refusal``,
+the same rule as the pipeline sockets), send the snapshot of the subscribed kinds, then forward the
 monitor's diffs for those kinds. The client may send ``{"subscribe": ["pods"],
 "snapshot": true}`` at any time to change what it receives. Reads only.
 """
@@ -13,7 +14,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import JsonWebsocketConsumer
 
-from core.roles import has_role
+from core import roles
 
 from . import events, snapshot
 from .models import Cluster
@@ -41,15 +42,14 @@ class ClusterConsumer(JsonWebsocketConsumer):
         # becomes a bare HTTP 403, and the browser could not tell why.
         self.accept()
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            self.close(code=4401)
-            return
-        if not has_role(user, "viewer"):
-            self.close(code=4403)
-            return
         cluster_id = int(self.scope["url_route"]["kwargs"]["cluster_id"])
-        if not Cluster.objects.filter(pk=cluster_id).exists():
-            self.close(code=4404)
+        signed_in = user is not None and user.is_authenticated
+        exists = signed_in and Cluster.objects.filter(pk=cluster_id).exists()
+        code = roles.socket_refusal(
+            user, roles.VIEWER, roles.cluster(cluster_id) if exists else None
+        )
+        if code is not None:
+            self.close(code=code)
             return
         self.cluster_id = cluster_id
         query = self._query()

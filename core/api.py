@@ -10,7 +10,13 @@ for the base views).
 
 Roles are the same as on the pages (``core.roles``): a view names the least role each
 action needs in ``required_roles``; reads need a viewer, writes default to admin so a
-new write action is closed until someone opens it on purpose.
+new write action is closed until someone opens it on purpose. A view whose rows
+belong to a repository or cluster names the path to it in ``role_scope`` (``"pk"``
+for the repository or cluster itself, ``"run__repository"`` for a job): its list
+shows only what the user may see, and the role is checked on the row's object, so a
+grant on one repository counts there and nowhere else. A view without
+``role_scope``, and the actions a view lists in ``global_actions`` (adding a
+repository), need a global role.
 """
 
 from __future__ import annotations
@@ -158,7 +164,12 @@ def required_role(request: Request, view: Any) -> str:
 
 
 class RolePermission(permissions.BasePermission):
-    """Allow the request when the user holds the role its action needs."""
+    """Allow the request when the user holds the role its action needs.
+
+    On a view with ``role_scope``, holding the role on any object lets the request
+    in; the row's own object decides in ``has_object_permission`` (and the
+    queryset, filtered with ``scoped_queryset``, hides what the user cannot see).
+    """
 
     message = "Your role does not allow this."
 
@@ -168,8 +179,63 @@ class RolePermission(permissions.BasePermission):
         role = required_role(request, view)
         if roles.has_role(request.user, role):
             return True
+        global_only = getattr(view, "action", None) in getattr(
+            view, "global_actions", ()
+        )
+        if (
+            getattr(view, "role_scope", None)
+            and not global_only
+            and roles.has_role(request.user, role, roles.ANY)
+        ):
+            return True
         self.message = f"This needs the {role} role."
         return False
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        role = required_role(request, view)
+        if roles.has_role(request.user, role):
+            return True
+        via = getattr(view, "role_scope", None)
+        if not via or via == roles.ANY:
+            return False
+        scope = roles.scope_of(obj, None if via == "pk" else via)
+        if scope is not None and roles.has_role(request.user, role, scope):
+            return True
+        self.message = f"This needs the {role} role on it."
+        return False
+
+
+def scoped_queryset(request: Request, view: Any, queryset: Any) -> Any:
+    """Return the rows of QUERYSET the request's user may see (``role_scope``)."""
+    via = getattr(view, "role_scope", None)
+    if not via or via == roles.ANY:
+        return queryset
+    return roles.visible(request.user, queryset, None if via == "pk" else via)
+
+
+class VisibleRelatedField(serializers.PrimaryKeyRelatedField):
+    """An id of a related row the request's user may see (``core.roles.visible``).
+
+    Another id is "does not exist", as a 404 would say: a grant holder learns
+    nothing about other repositories from a request body either. Without a request
+    in the serializer's context nothing is valid.
+    """
+
+    def get_queryset(self) -> Any:
+        queryset = super().get_queryset()
+        request = self.context.get("request")
+        if request is None:
+            return queryset.none()
+        try:
+            return roles.visible(request.user, queryset)
+        except ValueError:  # Not tied to a repository or cluster: no filter.
+            return queryset
+
+
+def require_on(request: Request, role: str, obj: Any) -> None:
+    """Raise 403 unless the user holds ROLE on OBJ (a row named in a request body)."""
+    if not roles.has_role(request.user, role, roles.scope_of(obj)):
+        raise exceptions.PermissionDenied(f"This needs the {role} role on it.")
 
 
 def HasRole(min_role: str) -> type[permissions.BasePermission]:  # noqa: N802

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.openapi import AutoSchema as _SpectacularAutoSchema
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
@@ -16,6 +17,7 @@ from .api import (
     AuditEventSerializer,
     AuditSourceMixin,
     ErrorSerializer,
+    scoped_queryset,
 )
 from .models import AuditEvent
 
@@ -45,9 +47,18 @@ class ApiView(AuditSourceMixin, APIView):
 
 
 class ApiViewSet(AuditSourceMixin, viewsets.GenericViewSet):
-    """Base of the API's viewsets: ids in URLs are whole numbers (else a JSON 404)."""
+    """Base of the API's viewsets: ids in URLs are whole numbers (else a JSON 404).
+
+    ``role_scope`` names the path from a row to its repository or cluster (see
+    ``core.api``): every list and lookup then sees only the rows the user may see,
+    and a row's actions need the role on its object.
+    """
 
     lookup_value_regex = ID_REGEX
+    role_scope: str | None = None
+
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return super().filter_queryset(scoped_queryset(self.request, self, queryset))
 
 
 @extend_schema_view(

@@ -2,7 +2,9 @@
 
 Reads need the viewer role; starting, canceling, retrying and playing need a
 developer; repository, schedule and variable management need an admin (see
-``required_roles`` and ``core.api.required_role``). Every write is audited.
+``required_roles`` and ``core.api.required_role``). Roles count per repository
+(``role_scope``: a global role or a grant on the row's repository), and lists show
+only the repositories the user may see. Every write is audited.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from core import audit, roles
-from core.api import ErrorSerializer, IdFilter
+from core.api import ErrorSerializer, IdFilter, require_on
 from core.api_views import ApiViewSet
 
 from . import delivery, logs, services
@@ -93,14 +95,31 @@ class AuditedModelViewSet(
     mixins.DestroyModelMixin,
     ApiViewSet,
 ):
-    """CRUD whose writes are recorded in the audit log as ``<noun>.<verb>``."""
+    """CRUD whose writes are recorded in the audit log as ``<noun>.<verb>``.
+
+    A row created or moved into a repository needs the write's role there too
+    (``_check_target``).
+    """
 
     audit_noun = ""
 
+    def _check_target(self, serializer: BaseSerializer) -> None:
+        if (
+            self.role_scope == "repository"
+            and "repository" in serializer.validated_data
+        ):
+            require_on(
+                self.request,
+                roles.ADMIN,
+                serializer.validated_data["repository"],
+            )
+
     def perform_create(self, serializer: BaseSerializer) -> None:
+        self._check_target(serializer)
         _audited_save(self, serializer, "create")
 
     def perform_update(self, serializer: BaseSerializer) -> None:
+        self._check_target(serializer)
         _audited_save(self, serializer, "update")
 
     def perform_destroy(self, instance: Any) -> None:
@@ -140,6 +159,8 @@ class RepositoryViewSet(AuditedModelViewSet):
     serializer_class = RepositorySerializer
     filterset_class = RepositoryFilter
     audit_noun = "repository"
+    role_scope = "pk"
+    global_actions = ("create",)  # Adding a repository needs a global admin.
 
 
 # --- runs ---------------------------------------------------------------------------
@@ -166,6 +187,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 
     queryset = Run.objects.select_related("repository", "triggered_by")
     filterset_class = RunFilter
+    role_scope = "repository"
     required_roles = {
         "create": roles.DEVELOPER,
         "cancel": roles.DEVELOPER,
@@ -185,9 +207,12 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
         responses={201: RunDetailSerializer, **ERRORS, 409: CONFLICT},
     )
     def create(self, request: Request) -> Response:
-        serializer = RunCreateSerializer(data=request.data)
+        serializer = RunCreateSerializer(
+            data=request.data, context={"request": request}
+        )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        require_on(request, roles.DEVELOPER, data["repository"])
         run = services.trigger_run(
             data["repository"],
             trigger=Run.Trigger.API,
@@ -255,9 +280,10 @@ class ZipRenderer(renderers.BaseRenderer):
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Jobs: status, reasons, logs, artifacts and actions."""
 
-    queryset = Job.objects.select_related("stage", "approved_by").order_by("-id")
+    queryset = Job.objects.select_related("run", "stage", "approved_by").order_by("-id")
     serializer_class = JobSerializer
     filterset_class = JobFilter
+    role_scope = "run__repository"
     required_roles = {
         "cancel": roles.DEVELOPER,
         "retry": roles.DEVELOPER,
@@ -337,8 +363,9 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 class ArtifactViewSet(mixins.RetrieveModelMixin, ApiViewSet):
     """Artifacts: archives of files a job produced."""
 
-    queryset = Artifact.objects.all()
+    queryset = Artifact.objects.select_related("job__run")
     serializer_class = ArtifactSerializer
+    role_scope = "job__run__repository"
 
     @extend_schema(
         summary="Download an artifact archive",
@@ -392,6 +419,7 @@ class DeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     queryset = WebhookDelivery.objects.all()
     serializer_class = WebhookDeliverySerializer
     filterset_class = DeliveryFilter
+    role_scope = "repository"
     required_roles = {"redeliver": roles.DEVELOPER}
 
     @extend_schema(
@@ -441,6 +469,7 @@ class ScheduleViewSet(AuditedModelViewSet):
     serializer_class = ScheduleSerializer
     filterset_class = ScheduleFilter
     audit_noun = "schedule"
+    role_scope = "repository"
 
 
 class VariableFilter(django_filters.FilterSet):
@@ -470,11 +499,14 @@ class VariableViewSet(AuditedModelViewSet):
     serializer_class = VariableSerializer
     filterset_class = VariableFilter
     audit_noun = "variable"
+    # Global variables (no repository) are seen and managed with a global role only.
+    role_scope = "repository"
 
     def get_queryset(self) -> QuerySet[Variable]:
         return Variable.objects.order_by("repository_id", "name")
 
     def perform_create(self, serializer: BaseSerializer) -> None:
+        self._check_target(serializer)
         _audited_save(
             self,
             serializer,
@@ -506,6 +538,7 @@ class EnvironmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     queryset = Environment.objects.select_related("repository", "deploy_group")
     serializer_class = EnvironmentSerializer
     filterset_class = EnvironmentFilter
+    role_scope = "repository"
     # The gate lets developers through: the environment decides (delivery.may_deploy).
     required_roles = {"rollback": roles.DEVELOPER, "promote": roles.DEVELOPER}
 
@@ -531,7 +564,7 @@ class EnvironmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         params.is_valid(raise_exception=True)
         to = None
         if params.validated_data.get("to"):
-            to = Deployment.objects.filter(pk=params.validated_data["to"]).first()
+            to = environment.deployments.filter(pk=params.validated_data["to"]).first()
             if to is None:
                 raise ValidationError({"to": "No such deployment."})
         deployment = delivery.rollback(
@@ -551,7 +584,9 @@ class EnvironmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         target = self._deployable()
         params = PromoteSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        source = Environment.objects.filter(pk=params.validated_data["source"]).first()
+        source = target.repository.environments.filter(
+            pk=params.validated_data["source"]
+        ).first()
         if source is None:
             raise ValidationError({"source": "No such environment."})
         deployment = delivery.promote(
@@ -580,8 +615,9 @@ class DeploymentFilter(django_filters.FilterSet):
 class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Rollouts to environments: deploy jobs, rollbacks and promotions."""
 
-    queryset = Deployment.objects.select_related("user")
+    queryset = Deployment.objects.select_related("user", "environment")
     filterset_class = DeploymentFilter
+    role_scope = "environment__repository"
 
     def get_serializer_class(self) -> type[BaseSerializer]:
         return (

@@ -1,4 +1,10 @@
-"""WebSocket consumers: authenticate, authorise, subscribe, forward. No model writes."""
+"""WebSocket consumers: authenticate, authorise, subscribe, forward. No model writes.
+
+Every consumer accepts the handshake and then, when the user may not watch, closes
+with a code the page can read (``core.roles.socket_refusal``): 4401 not signed in,
+4403 the role does not allow it, 4404 no such run or job (or one the user cannot
+see). Roles count per repository: a global role or a grant on the run's repository.
+"""
 
 from __future__ import annotations
 
@@ -18,45 +24,45 @@ from redis.exceptions import RedisError
 
 from core import roles
 
-from . import events, logs
-from .models import Job, Run
+from . import access, events, logs
+from .models import Job, Repository
 
 logger = logging.getLogger(__name__)
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-
-
-def may_view(user: Any) -> bool:
-    """Return whether USER may watch pipelines."""
-    return roles.has_role(user, roles.VIEWER)
+CLOSE_UNAUTHENTICATED = roles.CLOSE_UNAUTHENTICATED
+CLOSE_FORBIDDEN = roles.CLOSE_FORBIDDEN
+CLOSE_NOT_FOUND = roles.CLOSE_NOT_FOUND
 
 
 class _GroupConsumer(JsonWebsocketConsumer):
     """Forward one group's messages to an authorised viewer."""
 
-    def group_name(self) -> str | None:
+    def target(self) -> roles.Scope | str | None:
+        """Return the repository the socket is about (None: no such object)."""
+        raise NotImplementedError
+
+    def group_name(self) -> str:
         raise NotImplementedError
 
     def connect(self) -> None:
+        # Accept first, then close with a code: a refused handshake reaches the
+        # browser as a bare HTTP 403, and the page could not tell why.
+        self.accept()
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if not may_view(user):
-            self.close(code=CLOSE_FORBIDDEN)
+        code = roles.socket_refusal(
+            user,
+            roles.VIEWER,
+            self.target() if user and user.is_authenticated else None,
+        )
+        if code is not None:
+            self.close(code=code)
             return
         group = self.group_name()
-        if group is None:
-            self.close(code=CLOSE_NOT_FOUND)
-            return
         self.group = group
         self.groups = [group]
         from asgiref.sync import async_to_sync
 
         async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
-        self.accept()
 
     def forward(self, event: dict[str, Any]) -> None:
         self.send_json(event["message"])
@@ -65,18 +71,40 @@ class _GroupConsumer(JsonWebsocketConsumer):
 class RunConsumer(_GroupConsumer):
     """Status changes of one run, its stages and its jobs."""
 
-    def group_name(self) -> str | None:
-        run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        if not Run.objects.filter(pk=run_id).exists():
-            return None
-        return events.run_group(run_id)
+    def target(self) -> roles.Scope | None:
+        return access.by_run(self.scope["url_route"]["kwargs"])
+
+    def group_name(self) -> str:
+        return events.run_group(int(self.scope["url_route"]["kwargs"]["run_id"]))
 
 
 class ActivityConsumer(_GroupConsumer):
-    """The global feed: runs created, started and finished."""
+    """The feed of runs created, started and finished, in the repositories the user
+    may see (all of them with a global role; the granted ones otherwise, as they
+    were when the socket opened)."""
 
-    def group_name(self) -> str | None:
+    def target(self) -> str:
+        return roles.ANY
+
+    def group_name(self) -> str:
+        user = self.scope["user"]
+        ids = roles.visible_ids(user, roles.REPOSITORY)
+        self.repositories: set[str] | None = (
+            None
+            if ids is None
+            else set(
+                Repository.objects.filter(pk__in=ids).values_list("name", flat=True)
+            )
+        )
         return events.ACTIVITY_GROUP
+
+    def forward(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        if self.repositories is not None:
+            about = message.get("event", {}) if isinstance(message, dict) else {}
+            if about.get("repository") not in self.repositories:
+                return
+        self.send_json(message)
 
 
 class LogConsumer(AsyncWebsocketConsumer):
@@ -88,25 +116,26 @@ class LogConsumer(AsyncWebsocketConsumer):
     """
 
     async def connect(self) -> None:
+        # Accept first, then close with a code (see the module's docstring).
+        await self.accept()
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(may_view)(user):
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
-        if not await database_sync_to_async(
-            Job.objects.filter(pk=self.job_id).exists
-        )():
-            await self.close(code=CLOSE_NOT_FOUND)
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.job_id = int(kwargs["job_id"])
+
+        def refusal() -> int | None:
+            if user is None or not user.is_authenticated:
+                return CLOSE_UNAUTHENTICATED
+            return roles.socket_refusal(user, roles.VIEWER, access.by_job(kwargs))
+
+        code = await database_sync_to_async(refusal)()
+        if code is not None:
+            await self.close(code=code)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             self.sent = max(0, int(query.get("cursor", ["0"])[0]))
         except ValueError:
             self.sent = 0
-        await self.accept()
         self.follower = asyncio.create_task(self._follow())
 
     async def disconnect(self, code: int) -> None:

@@ -58,14 +58,16 @@ class DeliveryError(Exception):
 def may_deploy(user: Any, environment: Environment) -> bool:
     """Return whether USER may approve, roll back and promote to ENVIRONMENT.
 
-    Admins always may. Others need the environment's role (operator by default)
+    Roles count on the environment's repository (a global role or a grant on it).
+    Its admins always may. Others need the environment's role (operator by default)
     and, when the environment names a group, membership of that group.
     """
     if user is None or not getattr(user, "is_authenticated", False):
         return False
-    if roles.has_role(user, roles.ADMIN):
+    scope = roles.repository(environment.repository_id)
+    if roles.has_role(user, roles.ADMIN, scope):
         return True
-    if not roles.has_role(user, environment.deploy_role or roles.OPERATOR):
+    if not roles.has_role(user, environment.deploy_role or roles.OPERATOR, scope):
         return False
     if environment.deploy_group_id is not None:
         return user.groups.filter(pk=environment.deploy_group_id).exists()

@@ -16,16 +16,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core import audit, roles
 
-from . import delivery
+from . import access, delivery
 from .environment_forms import EnvironmentForm, PromoteForm
 from .models import Deployment, Environment, Job, Repository
 
 HISTORY_LIMIT = 50
-
-
-def _require_role(request: HttpRequest, role: str) -> None:
-    if not roles.has_role(request.user, role):
-        raise PermissionDenied(f"This needs the {role} role.")
 
 
 def _flash(request: HttpRequest, level: int, text: str) -> None:
@@ -42,11 +37,13 @@ def _environment(name: str, env: str) -> Environment:
 
 
 @require_GET
+@roles.role_required(roles.VIEWER, roles.ANY)
 def environment_list(request: HttpRequest) -> HttpResponse:
-    """List every environment with the version it runs."""
-    _require_role(request, roles.VIEWER)
+    """List every environment (of the repositories the user sees) and its version."""
     rows = delivery.environment_rows(
-        Environment.objects.order_by("repository__name", "name")
+        roles.visible(
+            request.user, Environment.objects.order_by("repository__name", "name")
+        )
     )
     return render(
         request,
@@ -56,11 +53,11 @@ def environment_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
+@roles.role_required(roles.VIEWER, access.by_name)
 def repository_environments(request: HttpRequest, name: str) -> HttpResponse:
-    """List a repository's environments; admins add new ones here."""
-    _require_role(request, roles.VIEWER)
+    """List a repository's environments; its admins add new ones here."""
     repository = get_object_or_404(Repository, name=name)
-    is_admin = roles.has_role(request.user, roles.ADMIN)
+    is_admin = roles.has_role(request.user, roles.ADMIN, repository)
     form = None
     if is_admin:
         form = EnvironmentForm(request.POST or None, repository=repository)
@@ -92,9 +89,9 @@ def repository_environments(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
+@roles.role_required(roles.VIEWER, access.by_name)
 def environment_detail(request: HttpRequest, name: str, env: str) -> HttpResponse:
     """Show what runs in an environment, its history and the deploy actions."""
-    _require_role(request, roles.VIEWER)
     environment = _environment(name, env)
     history = list(
         environment.deployments.select_related("user", "run", "source").order_by(
@@ -145,7 +142,9 @@ def environment_detail(request: HttpRequest, name: str, env: str) -> HttpRespons
             "current": current,
             "history": history,
             "can_deploy": can_deploy,
-            "can_admin": roles.has_role(request.user, roles.ADMIN),
+            "can_admin": roles.has_role(
+                request.user, roles.ADMIN, environment.repository
+            ),
             "running": running,
             "rollback_ids": rollback_ids,
             "promote_form": promote_form,
@@ -155,9 +154,9 @@ def environment_detail(request: HttpRequest, name: str, env: str) -> HttpRespons
 
 
 @require_http_methods(["GET", "POST"])
+@roles.role_required(roles.ADMIN, access.by_name)
 def environment_edit(request: HttpRequest, name: str, env: str) -> HttpResponse:
     """Edit an environment's cluster, namespace and protection (admins)."""
-    _require_role(request, roles.ADMIN)
     environment = _environment(name, env)
     old_name = environment.name
     form = EnvironmentForm(
@@ -189,11 +188,11 @@ def environment_edit(request: HttpRequest, name: str, env: str) -> HttpResponse:
 
 
 @require_GET
+@roles.role_required(roles.VIEWER, access.by_name)
 def deployment_detail(
     request: HttpRequest, name: str, env: str, pk: int
 ) -> HttpResponse:
     """Show one deployment: who, what, its rendered manifests and its log."""
-    _require_role(request, roles.VIEWER)
     environment = _environment(name, env)
     deployment = get_object_or_404(
         environment.deployments.select_related("user", "run", "job", "source"), pk=pk
@@ -211,6 +210,7 @@ def deployment_detail(
 
 
 @require_POST
+@roles.role_required(roles.VIEWER, access.by_name)  # Then the deploy rule decides.
 def environment_rollback(
     request: HttpRequest, name: str, env: str, pk: int
 ) -> HttpResponse:
@@ -235,6 +235,7 @@ def environment_rollback(
 
 
 @require_POST
+@roles.role_required(roles.VIEWER, access.by_name)  # Then the deploy rule decides.
 def environment_promote(request: HttpRequest, name: str, env: str) -> HttpResponse:
     """Deploy another environment's current version here."""
     environment = _environment(name, env)

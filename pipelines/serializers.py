@@ -15,6 +15,8 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.api import VisibleRelatedField
+
 from .forms import REF_RE, RESERVED_NAMES
 from .models import (
     VARIABLE_NAME_VALIDATOR,
@@ -284,7 +286,7 @@ class RunDetailSerializer(RunSerializer):
 class RunCreateSerializer(serializers.Serializer):
     """Start a run of a branch, tag or commit by hand."""
 
-    repository = serializers.PrimaryKeyRelatedField(queryset=Repository.objects.all())
+    repository = VisibleRelatedField(queryset=Repository.objects.all())
     ref = serializers.CharField(max_length=255)
     variables = VariablesField(required=False, default=dict)
 
@@ -413,6 +415,7 @@ class RedeliverySerializer(serializers.Serializer):
 class ScheduleSerializer(serializers.ModelSerializer):
     """A cron schedule; next_run_at is computed from the expression."""
 
+    serializer_related_field = VisibleRelatedField
     variables = VariablesField(required=False)
 
     class Meta:
@@ -467,6 +470,8 @@ class VariableSerializer(serializers.ModelSerializer):
     ``repository`` null means a global variable. A secret stays secret: turning
     ``is_secret`` off would reveal its value, so it is refused.
     """
+
+    serializer_related_field = VisibleRelatedField
 
     value = serializers.CharField(
         required=False,

@@ -4,7 +4,10 @@
  * Each live table is <table data-live-table="pods"> whose <th data-field="phase"
  * data-format="badge"> cells describe how to render a projection; rows carry
  * data-key="namespace/name". A <template data-actions-template [data-for=kind]> gives the
- * action cell, with __ns__, __name__, __desired__, __min__, __max__ placeholders.
+ * action cell, with __ns__, __name__, __desired__, __min__, __max__ placeholders; an
+ * empty <td class="actions"> rendered by the server is filled from it too (the pods page
+ * sends 100 rows without a form and token each). The pods page swaps #pod-table (htmx) to
+ * page and filter; a form in it goes back to the page shown now, not the one first loaded.
  * The [data-stale-ribbon] shows while the monitor's watch is down or the socket is closed.
  * Pod logs: <pre id="pod-log" data-log-url> polls every 2 s while [data-log-follow] is on.
  */
@@ -141,6 +144,16 @@
     if (old) { old.remove(); bumpCount(-1); }
   }
 
+  function fillActions(root) {
+    var cells = (root || document).querySelectorAll("table[data-live-table] tr[data-key] > td.actions:empty");
+    for (var i = 0; i < cells.length; i++) {
+      var tr = cells[i].parentNode, table = tr.closest("table"), key = tr.getAttribute("data-key");
+      var cut = key.indexOf("/");
+      var obj = cut < 0 ? { name: key } : { namespace: key.slice(0, cut), name: key.slice(cut + 1) };
+      cells[i].innerHTML = actionsHtml(table, table.getAttribute("data-live-table"), obj);
+    }
+  }
+
   function tablesFor(kind) { return document.querySelectorAll('table[data-live-table="' + kind + '"]'); }
 
   function applyChange(c) {
@@ -204,7 +217,6 @@
         showStale();
       },
       onClose: function (ev) { socketOpen = false; showStale(); },
-      shouldReconnect: function (ev) { return ev.code !== 4401 && ev.code !== 4403 && ev.code !== 4404; },
       onMessage: onMessage
     });
   }
@@ -231,6 +243,14 @@
     setInterval(function () { if (!follow || follow.checked) load(); }, 2000);
   }
 
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (!form.closest || !form.closest("#pod-table")) return;
+    var next = form.querySelector('input[name="next"]');
+    if (next) next.value = location.pathname + location.search;
+  }, true);
+  document.addEventListener("htmx:load", function (ev) { fillActions(ev.target); });
+
   Slipway.clusters = { applyChange: applyChange, onMessage: onMessage, conn: null };
-  document.addEventListener("DOMContentLoaded", function () { startLive(); startLogs(); });
+  document.addEventListener("DOMContentLoaded", function () { fillActions(); startLive(); startLogs(); });
 })();

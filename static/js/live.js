@@ -6,6 +6,7 @@
  *     onClose: function (event, willReconnect) {},
  *     params: function () { return {cursor: 12}; },  // optional: query params, re-read on every (re)connect
  *     shouldReconnect: function (event) { return true; }, // optional veto
+ *     onRefused: function (event) {},                  // optional; return false to skip the notice
  *     minDelay: 500, maxDelay: 10000                   // backoff bounds (ms), jittered
  *   });
  *   conn.send({type: "ping"});   // JSON-encodes objects; false if not open
@@ -14,6 +15,12 @@
  *
  * path: "/ws/..." (ws:// or wss:// chosen from location.protocol, same host), or an absolute
  * ws(s):// URL, or a function returning either.
+ *
+ * Refusals: every Slipway socket accepts the handshake and then closes with 4401 (not
+ * signed in), 4403 (the role does not allow it) or 4404 (no such object, or not visible)
+ * when the user may not watch (docs/api.md). Those never reconnect: the connection's
+ * .refused is set to the code, onRefused(event) is called, and unless it returns false a
+ * warning saying why is shown in the page's flash messages (once per page).
  *
  * Status helper:
  *   Slipway.live.applyStatus({kind: "job", id: 17, status: "success", duration: 3.2})
@@ -44,6 +51,34 @@
       });
     }
     return url.toString();
+  }
+
+  // Close codes of a refusal (docs/api.md): reconnecting cannot help, so say why.
+  var REFUSED = {
+    4401: "Live updates stopped: you are signed out. Reload the page to sign in again.",
+    4403: "Live updates stopped: your role does not allow you to watch this.",
+    4404: "Live updates stopped: this no longer exists, or you cannot see it."
+  };
+
+  function showRefusal(code) {
+    var main = document.getElementById("main") || document.body;
+    if (!main) return;
+    var li = main.querySelector("[data-live-refused]");
+    if (!li) {
+      var list = main.querySelector(".messages");
+      if (!list) {
+        list = document.createElement("ul");
+        list.className = "messages";
+        main.insertBefore(list, main.firstChild);
+      }
+      li = document.createElement("li");
+      li.className = "flash warning";
+      li.setAttribute("role", "status");
+      li.setAttribute("data-live-refused", "");
+      list.appendChild(li);
+    }
+    li.setAttribute("data-code", String(code));
+    li.textContent = REFUSED[code];
   }
 
   function connect(path, handlers) {
@@ -92,7 +127,13 @@
       ws.onclose = function (ev) {
         if (conn.socket !== ws) return;
         conn.connected = false;
-        var again = !closedByUser && (!handlers.shouldReconnect || handlers.shouldReconnect(ev) !== false);
+        var refused = Object.prototype.hasOwnProperty.call(REFUSED, ev.code);
+        if (refused && !closedByUser) {
+          conn.refused = ev.code;
+          if (!handlers.onRefused || handlers.onRefused(ev) !== false) showRefusal(ev.code);
+        }
+        var again = !closedByUser && !refused &&
+          (!handlers.shouldReconnect || handlers.shouldReconnect(ev) !== false);
         if (handlers.onClose) handlers.onClose(ev, again);
         if (again) schedule(ev);
       };
@@ -180,5 +221,6 @@
     applyStatus: applyStatus,
     statusLabel: statusLabel,
     setStatusClass: setStatusClass,
+    REFUSED: REFUSED,
   };
 })();
