@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -30,6 +30,7 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.functions import TruncDate
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
 from .models import Job, Repository, Run
@@ -620,6 +621,7 @@ def clusters_health(limit: int = 12) -> list[ClusterHealth] | None:
 def run_graph(run: Run, jobs: Iterable[Job], stages: Iterable[Any]) -> dict[str, Any]:
     """Return the data Slipway.PipelineGraph draws: stages, jobs, needs, status."""
     by_stage: dict[int, list[dict[str, Any]]] = {}
+    job_url = id_url("pipelines:job-detail")
     for job in jobs:
         duration = job.duration
         by_stage.setdefault(job.stage_id, []).append(
@@ -634,7 +636,7 @@ def run_graph(run: Run, jobs: Iterable[Job], stages: Iterable[Any]) -> dict[str,
                 else None,
                 "allow_failure": job.allow_failure,
                 "when": job.when,
-                "url": job.get_absolute_url(),
+                "url": job_url(job.pk),
                 "attempt": job.attempt,
             }
         )
@@ -670,6 +672,24 @@ def format_duration(value: timedelta | float | None) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+@lru_cache(maxsize=16)
+def _url_parts(viewname: str, prefix: str) -> tuple[str, str]:
+    """Return the text before and after the id in VIEWNAME's URL (one reverse())."""
+    marker = 918273645
+    before, after = reverse(viewname, args=[marker]).split(str(marker))
+    return before, after
+
+
+def id_url(viewname: str) -> Callable[[int], str]:
+    """Return a function of an id giving VIEWNAME's URL, as reverse() would.
+
+    reverse() costs about 20 µs; a table of 50 rows with two links each paid it 100
+    times. The script prefix is part of the cache key, as it is of reverse()'s result.
+    """
+    before, after = _url_parts(viewname, get_script_prefix())
+    return lambda pk: f"{before}{pk}{after}"
 
 
 def decorate(rows: Iterable[Any]) -> list[Any]:

@@ -7,7 +7,6 @@ htmx request, a partial). Every page issues a bounded number of queries.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from functools import wraps
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -31,7 +30,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core import audit, roles
 
-from . import badges, queries
+from . import access, badges, queries
 from .forms import (
     RepositoryForm,
     ScheduleForm,
@@ -63,22 +62,10 @@ FORGES = [
 # ---------------------------------------------------------------- helpers
 
 
-def role_required(role: str) -> Callable[[Callable[..., HttpResponse]], Any]:
-    """Let only users holding ROLE (or a stronger one) through; others get 403."""
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not roles.has_role(request.user, role):
-                raise PermissionDenied(f"This needs the {role} role.")
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate
-
-
-viewer_required = role_required(roles.VIEWER)
+# Who may do what is decided by core.roles (global roles and per-repository grants);
+# the resolvers in .access name the repository a page is about.
+role_required = roles.role_required
+viewer_required = role_required(roles.VIEWER)  # A global viewer (not only a grant).
 
 
 def flash(request: HttpRequest, level: int, text: str) -> None:
@@ -157,9 +144,11 @@ def _run_page_context(
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, roles.ANY)
 def overview(request: HttpRequest) -> HttpResponse:
     """Show runs in progress, recent runs, trends, workers, clusters and activity."""
+    if not roles.has_role(request.user, roles.VIEWER):
+        return _granted_overview(request)  # Only what this user's grants show.
     partial = request.GET.get("partial", "")
     if partial == "active":
         return render(
@@ -173,8 +162,9 @@ def overview(request: HttpRequest) -> HttpResponse:
             "pipelines/partials/recent_runs.html",
             {"recent_runs": queries.recent_runs()},
         )
-    has_repositories = Repository.objects.exists()
-    recent = queries.recent_runs() if has_repositories else []
+    recent = queries.recent_runs()
+    # A run needs a repository: only an install without runs asks for one.
+    has_repositories = bool(recent) or Repository.objects.exists()
     overall, trends = queries.trends() if recent else (None, [])
     active = queries.active_runs() if recent else []
     workers = queries.workers_online()
@@ -198,11 +188,63 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, "pipelines/overview.html", context)
 
 
+def _granted_overview(request: HttpRequest) -> HttpResponse:
+    """Show the overview of a user without a global role: their grants only.
+
+    Runs come from the granted repositories, clusters from the granted clusters; the
+    trends (which sum over every repository) are left out.
+    """
+    from clusters.models import Cluster
+
+    runs = roles.visible(request.user, queries.runs_queryset())
+    partial = request.GET.get("partial", "")
+    active = queries.decorate(
+        runs.filter(status__in=queries.ACTIVE_RUN_STATUSES)[: queries.ACTIVE_LIMIT]
+    )
+    if partial == "active":
+        return render(
+            request, "pipelines/partials/active_runs.html", {"active_runs": active}
+        )
+    recent = queries.decorate(runs[:12])
+    if partial == "recent":
+        return render(
+            request, "pipelines/partials/recent_runs.html", {"recent_runs": recent}
+        )
+    clusters = queries.clusters_health(limit=1000)
+    if clusters is not None:
+        names = set(
+            roles.visible(request.user, Cluster.objects.all()).values_list(
+                "name", flat=True
+            )
+        )
+        clusters = [c for c in clusters if c.name in names][:12]
+    context = {
+        "has_repositories": roles.visible(
+            request.user, Repository.objects.all()
+        ).exists(),
+        "active_runs": active,
+        "active_more": len(active) >= queries.ACTIVE_LIMIT,
+        "recent_runs": recent,
+        "overall": None,
+        "trends": [],
+        "queue_depth": queries.queue_depth(),
+        "workers": queries.workers_online(),
+        "clusters": clusters,
+        "activity": recent[:10],
+        "overview_config": {
+            "activitySocket": "/ws/activity/",
+            "activeUrl": reverse("pipelines:overview") + "?partial=active",
+            "recentUrl": reverse("pipelines:overview") + "?partial=recent",
+        },
+    }
+    return render(request, "pipelines/overview.html", context)
+
+
 # ---------------------------------------------------------------- repositories
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, roles.ANY)
 def worker_list(request: HttpRequest) -> HttpResponse:
     """List the workers online with their queues, executors and current load."""
     return render(
@@ -211,13 +253,17 @@ def worker_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, roles.ANY)
 def repository_list(request: HttpRequest) -> HttpResponse:
     """List repositories with their newest run and branch count."""
     return render(
         request,
         "pipelines/repository_list.html",
-        {"repositories": queries.repositories_with_last_run()},
+        {
+            "repositories": roles.filter_visible(
+                request.user, queries.repositories_with_last_run(), roles.REPOSITORY
+            )
+        },
     )
 
 
@@ -265,12 +311,12 @@ def _repository_context(
         "head_run": queries.last_run(repository, repository.default_branch),
         "badge_path": f"{badge_path}?{urlencode({'branch': repository.default_branch})}",
         "badge_markdown": f"[![pipeline]({branch_badge})]({page_url})",
-        "can_admin": roles.has_role(request.user, roles.ADMIN),
+        "can_admin": roles.has_role(request.user, roles.ADMIN, repository),
     }
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_name)
 def repository_detail(request: HttpRequest, name: str) -> HttpResponse:
     """Show a repository's runs (filter by branch, status and trigger)."""
     repository = _repository(name)
@@ -288,7 +334,7 @@ def repository_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_name)
 def repository_branches(request: HttpRequest, name: str) -> HttpResponse:
     """List a repository's branches with the status of their newest run."""
     repository = _repository(name)
@@ -298,7 +344,7 @@ def repository_branches(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_name)
 def repository_webhooks(request: HttpRequest, name: str) -> HttpResponse:
     """Show how to point each forge's webhook at Slipway."""
     repository = _repository(name)
@@ -333,7 +379,7 @@ def repository_webhooks(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def repository_rotate_secret(request: HttpRequest, name: str) -> HttpResponse:
     """Replace the webhook secret (the forge must be updated afterwards)."""
     repository = _repository(name)
@@ -353,7 +399,7 @@ def repository_rotate_secret(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_name)
 def repository_deliveries(request: HttpRequest, name: str) -> HttpResponse:
     """List the webhook deliveries received for a repository, newest first."""
     repository = _repository(name)
@@ -387,7 +433,7 @@ def repository_deliveries(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_name)
 def delivery_redeliver(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     """Process a stored webhook delivery again (a run starts at most once)."""
     repository = _repository(name)
@@ -411,41 +457,69 @@ def delivery_redeliver(request: HttpRequest, name: str, pk: int) -> HttpResponse
     )
 
 
-@viewer_required
+def _tab_add_form(
+    request: HttpRequest,
+    context: dict[str, Any],
+    form_class: type[Any],
+    *,
+    noun: str,
+    event: str,
+    details: Callable[[Any], dict[str, Any]],
+    message: Callable[[Any], str],
+) -> tuple[Any, HttpResponse | None]:
+    """Handle the add form of a repository tab that admins manage (schedules, variables).
+
+    Return (form, None) to render the tab: the form for admins (bound and invalid
+    after a POST), None for others. After a valid POST the row is saved and audited,
+    and (form, redirect back to the tab) is returned. Others posting get a 403.
+    """
+    repository = context["repository"]
+    if not context["can_admin"]:
+        if request.method == "POST":
+            raise PermissionDenied(f"Only admins manage {noun}.")
+        return None, None
+    form = form_class(request.POST or None, repository=repository)
+    if request.method != "POST" or not form.is_valid():
+        return form, None
+    with transaction.atomic():
+        saved = form.save()
+        audit.record(event, target=saved, request=request, details=details(saved))
+    flash(request, messages.SUCCESS, message(saved))
+    return form, redirect(
+        f"pipelines:repository-{context['tab']}", name=repository.name
+    )
+
+
+@role_required(roles.VIEWER, access.by_name)
 def repository_schedules(request: HttpRequest, name: str) -> HttpResponse:
     """List a repository's schedules; admins add new ones."""
     repository = _repository(name)
     context = _repository_context(request, repository, "schedules")
-    form = None
-    status = 200
-    if context["can_admin"]:
-        form = ScheduleForm(request.POST or None, repository=repository)
-        if request.method == "POST":
-            if form.is_valid():
-                with transaction.atomic():
-                    schedule = form.save()
-                    audit.record(
-                        "schedule.create",
-                        target=schedule,
-                        request=request,
-                        details={"cron": schedule.cron, "branch": schedule.branch},
-                    )
-                flash(request, messages.SUCCESS, f"Schedule “{schedule}” added.")
-                return redirect("pipelines:repository-schedules", name=repository.name)
-            status = 400
-    elif request.method == "POST":
-        raise PermissionDenied("Only admins manage schedules.")
+    form, done = _tab_add_form(
+        request,
+        context,
+        ScheduleForm,
+        noun="schedules",
+        event="schedule.create",
+        details=lambda schedule: {"cron": schedule.cron, "branch": schedule.branch},
+        message=lambda schedule: f"Schedule “{schedule}” added.",
+    )
+    if done is not None:
+        return done
     context["form"] = form
     context["schedules"] = list(
         repository.schedules.select_related("last_run").order_by("description")
     )
     return render(
-        request, "pipelines/repository_schedules.html", context, status=status
+        request,
+        "pipelines/repository_schedules.html",
+        context,
+        status=400 if request.method == "POST" else 200,
     )
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def schedule_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     """Delete a schedule."""
     repository = _repository(name)
@@ -458,7 +532,7 @@ def schedule_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def schedule_toggle(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     """Pause or resume a schedule."""
     from .schedules import compute_next
@@ -482,43 +556,39 @@ def schedule_toggle(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     return redirect("pipelines:repository-schedules", name=repository.name)
 
 
-@viewer_required
+@role_required(roles.VIEWER, access.by_name)
 def repository_variables(request: HttpRequest, name: str) -> HttpResponse:
     """List a repository's variables and secrets; admins add and delete them."""
     repository = _repository(name)
     context = _repository_context(request, repository, "variables")
-    form = None
-    status = 200
-    if context["can_admin"]:
-        form = VariableForm(request.POST or None, repository=repository)
-        if request.method == "POST":
-            if form.is_valid():
-                with transaction.atomic():
-                    variable = form.save()
-                    audit.record(
-                        "variable.create",
-                        target=variable,
-                        request=request,
-                        details={"secret": variable.is_secret},
-                    )
-                kind = "Secret" if variable.is_secret else "Variable"
-                flash(request, messages.SUCCESS, f"{kind} {variable.name} added.")
-                return redirect("pipelines:repository-variables", name=repository.name)
-            status = 400
-    elif request.method == "POST":
-        raise PermissionDenied("Only admins manage variables.")
+    form, done = _tab_add_form(
+        request,
+        context,
+        VariableForm,
+        noun="variables",
+        event="variable.create",
+        details=lambda variable: {"secret": variable.is_secret},
+        message=lambda variable: (
+            f"{'Secret' if variable.is_secret else 'Variable'} {variable.name} added."
+        ),
+    )
+    if done is not None:
+        return done
     context["form"] = form
     context["variables"] = list(repository.variables.order_by("name"))
     context["global_variables"] = list(
         Variable.objects.filter(repository=None).only("name", "is_secret", "updated_at")
     )
     return render(
-        request, "pipelines/repository_variables.html", context, status=status
+        request,
+        "pipelines/repository_variables.html",
+        context,
+        status=400 if request.method == "POST" else 200,
     )
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def variable_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     """Delete a variable or secret."""
     repository = _repository(name)
@@ -530,7 +600,7 @@ def variable_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     return redirect("pipelines:repository-variables", name=repository.name)
 
 
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def repository_settings(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a repository (admins); credentials are write-only."""
     repository = _repository(name)
@@ -562,7 +632,7 @@ def repository_settings(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(roles.ADMIN, access.by_name)
 def repository_delete(request: HttpRequest, name: str) -> HttpResponse:
     """Delete a repository with its runs, logs and artifacts."""
     repository = _repository(name)
@@ -580,7 +650,7 @@ def repository_delete(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("pipelines:repository-list")
 
 
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_name)
 def repository_trigger(request: HttpRequest, name: str) -> HttpResponse:
     """Start a run of a branch, tag or commit by hand."""
     repository = _repository(name)
@@ -615,17 +685,21 @@ def repository_trigger(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, roles.ANY)
 def run_list(request: HttpRequest) -> HttpResponse:
     """List the runs of every repository (filters, keyset pagination)."""
     context = _run_page_context(
-        request, queries.runs_queryset(), base_url=reverse("pipelines:run-list")
+        request,
+        roles.visible(request.user, queries.runs_queryset()),
+        base_url=reverse("pipelines:run-list"),
     )
     context["show_repository"] = True
     if is_htmx(request):
         return render(request, "pipelines/partials/run_table.html", context)
     context["repository_names"] = list(
-        Repository.objects.order_by("name").values_list("name", flat=True)[:500]
+        roles.visible(request.user, Repository.objects.order_by("name")).values_list(
+            "name", flat=True
+        )[:500]
     )
     return render(request, "pipelines/run_list.html", context)
 
@@ -663,7 +737,7 @@ def _load_run(pk: int) -> tuple[Run, list[Stage], list[Job]]:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_run)
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a run: header, pipeline graph, jobs, artifacts; live."""
     run, stages, jobs = _load_run(pk)
@@ -718,14 +792,14 @@ def _run_action(request: HttpRequest, pk: int, verb: str, done: str) -> HttpResp
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_run)
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel a run and its unfinished jobs."""
     return _run_action(request, pk, "cancel_run", "Run canceled.")
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_run)
 def run_retry(request: HttpRequest, pk: int) -> HttpResponse:
     """Retry the failed and canceled jobs of a run."""
     return _run_action(request, pk, "retry_failed_jobs", "Retrying {n} job{s}.")
@@ -742,22 +816,23 @@ def _load_job(pk: int) -> Job:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_job)
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a job: header, why it waits, the live log, artifacts."""
     job = _load_job(pk)
     run = job.run
     queries.decorate([job, run])
-    siblings = list(
-        _current_jobs(run.jobs.all())
-        .select_related("stage")
+    # One query for both lists: the sidebar shows the current attempt of each job,
+    # the details every attempt of this one.
+    jobs = list(
+        run.jobs.select_related("stage")
         .defer("spec", "needs")
         .order_by("stage__index", "id")
     )
-    attempts = list(
-        run.jobs.filter(stage_id=job.stage_id, name=job.name)
-        .defer("spec", "needs")
-        .order_by("attempt")
+    siblings = [j for j in jobs if not j.retried]
+    attempts = sorted(
+        (j for j in jobs if j.stage_id == job.stage_id and j.name == job.name),
+        key=lambda j: j.attempt,
     )
     artifacts = list(job.artifacts.order_by("name"))
     context = {
@@ -780,7 +855,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_job)
 def job_log_raw(request: HttpRequest, pk: int) -> HttpResponse:
     """Stream a job's whole log as plain text."""
     job = _load_job(pk)
@@ -837,28 +912,28 @@ def _job_action(request: HttpRequest, pk: int, verb: str, done: str) -> HttpResp
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_job)
 def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
     """Run a finished job again as a new attempt."""
     return _job_action(request, pk, "retry_job", "Retrying {job}.")
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_job)
 def job_play(request: HttpRequest, pk: int) -> HttpResponse:
     """Start a manual job."""
     return _job_action(request, pk, "play_job", "Started {job}.")
 
 
 @require_POST
-@role_required(roles.DEVELOPER)
+@role_required(roles.DEVELOPER, access.by_job)
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel a pending or running job."""
     return _job_action(request, pk, "cancel_job", "Canceling {job}.")
 
 
 @require_GET
-@viewer_required
+@role_required(roles.VIEWER, access.by_artifact)
 def artifact_download(request: HttpRequest, pk: int) -> HttpResponse:
     """Stream an artifact archive."""
     artifact = get_object_or_404(Artifact.objects.select_related("job"), pk=pk)

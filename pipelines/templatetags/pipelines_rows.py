@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from datetime import datetime
-from functools import lru_cache
 from threading import Lock
 from typing import Any
 from urllib.parse import quote
@@ -22,10 +21,11 @@ from urllib.parse import quote
 from django import template
 from django.template.defaultfilters import truncatechars
 from django.template.loader import get_template
-from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.dates import MONTHS_3
 from django.utils.safestring import SafeString, mark_safe
+
+from pipelines.queries import id_url
 
 register = template.Library()
 
@@ -69,20 +69,6 @@ def truncate(value: str, length: int) -> str:
     if len(value) <= length and value.isascii():
         return value
     return truncatechars(value, length)
-
-
-@lru_cache(maxsize=16)
-def _url_parts(viewname: str, prefix: str) -> tuple[str, str]:
-    """Return the text before and after the id in VIEWNAME's URL (one reverse())."""
-    marker = 918273645
-    before, after = reverse(viewname, args=[marker]).split(str(marker))
-    return before, after
-
-
-def id_url(viewname: str) -> Any:
-    """Return a function of an id giving VIEWNAME's URL, as reverse() would."""
-    before, after = _url_parts(viewname, get_script_prefix())
-    return lambda pk: f"{before}{pk}{after}"
 
 
 class _Row:
@@ -167,6 +153,117 @@ def run_rows(runs: Iterable[Any], show_repository: bool = False) -> SafeString:
     return mark_safe(  # noqa: S308 - every value in a row is escaped.
         "".join(row.render(run) for run in runs)
     )
+
+
+# The buttons of a job, for developers: the JavaScript shows the one that fits the
+# job's live status (data-visible-statuses) and hides the others.
+JOB_ACTIONS = """<form method="post" action="{play}" class="sw-inline-form" data-visible-for="job-{id}" data-visible-statuses="manual"{play_hidden}>{csrf}<input type="hidden" name="next" value="{next}"><button class="btn btn-sm{primary}" type="submit" title="Start this manual job">▶ Run</button></form>
+<form method="post" action="{cancel}" class="sw-inline-form" data-visible-for="job-{id}" data-visible-statuses="created pending running"{cancel_hidden} data-confirm="Cancel {name}?">{csrf}<input type="hidden" name="next" value="{next}"><button class="btn btn-sm btn-danger" type="submit">Cancel</button></form>
+<form method="post" action="{retry}" class="sw-inline-form" data-visible-for="job-{id}" data-visible-statuses="failed canceled success"{retry_hidden}>{csrf}<button class="btn btn-sm" type="submit" title="Run this job again as a new attempt">↻ Retry</button></form>
+"""
+
+# One row of the run page's jobs table.
+JOB_ROW = """<tr>
+  <td class="nowrap"><span class="badge status-{status}" data-status-for="job-{id}">{status}</span></td>
+  <td><a href="{url}">{name}</a>{allow_failure}{attempt}</td>
+  <td class="muted">{stage}</td>
+  <td class="small" style="max-width:320px">{why}</td>
+  <td class="small mono muted truncate" style="max-width:160px" title="{worker_title}">{worker}</td>
+  <td class="num" data-duration-for="job-{id}">{duration}</td>
+  {actions}</tr>
+"""
+
+_HIDDEN = " hidden"
+
+
+class _JobActions:
+    """The action forms of jobs, sharing one request's token, path and URLs."""
+
+    def __init__(self, context: template.Context) -> None:
+        token = context.get("csrf_token")
+        token = "" if not token or str(token) == "NOTPROVIDED" else str(token)
+        self.csrf = (
+            f'<input type="hidden" name="csrfmiddlewaretoken" value="{escape(token)}">'
+            if token
+            else ""
+        )
+        request = context.get("request")
+        self.next = escape(request.get_full_path()) if request is not None else ""
+        self.play = id_url("pipelines:job-play")
+        self.cancel = id_url("pipelines:job-cancel")
+        self.retry = id_url("pipelines:job-retry")
+
+    def render(self, job: Any, big: bool = False) -> str:
+        status = job.status
+        return JOB_ACTIONS.format(
+            id=job.pk,
+            name=escape(job.name),
+            csrf=self.csrf,
+            next=self.next,
+            play=escape(self.play(job.pk)),
+            cancel=escape(self.cancel(job.pk)),
+            retry=escape(self.retry(job.pk)),
+            primary=" btn-primary" if big else "",
+            play_hidden="" if status == "manual" else _HIDDEN,
+            cancel_hidden=""
+            if status in ("created", "pending", "running")
+            else _HIDDEN,
+            retry_hidden="" if status in ("failed", "canceled", "success") else _HIDDEN,
+        )
+
+
+@register.simple_tag(takes_context=True)
+def job_actions(context: template.Context, job: Any, big: bool = False) -> SafeString:
+    """Render a job's run / cancel / retry forms for users who may trigger."""
+    if not context.get("can_trigger"):
+        return mark_safe("")
+    return mark_safe(_JobActions(context).render(job, big))  # noqa: S308 - escaped.
+
+
+def _job_why(job: Any) -> str:
+    """Return the "why / result" cell: failure and exit code, the wait reason."""
+    if job.status == "failed":
+        reason = escape(job.failure_reason[:1].upper() + job.failure_reason[1:])
+        exit_code = f" · exit code {job.exit_code}" if job.exit_code is not None else ""
+        return f'<span style="color:var(--c-failed)">{reason or "Failed"}{exit_code}</span>'
+    if job.reason:
+        return f'<span class="muted">{escape(job.reason)}</span>'
+    if job.status == "success" and job.exit_code is not None:
+        return f'<span class="muted">exit code {job.exit_code}</span>'
+    return ""
+
+
+@register.simple_tag(takes_context=True)
+def job_rows(context: template.Context, jobs: Iterable[Any]) -> SafeString:
+    """Render the ``<tr>`` of each job of the run page (jobs from ``decorate``)."""
+    actions = _JobActions(context) if context.get("can_trigger") else None
+    job_url = id_url("pipelines:job-detail")
+    rows = []
+    for job in jobs:
+        rows.append(
+            JOB_ROW.format(
+                id=job.pk,
+                status=escape(job.status),
+                url=escape(job_url(job.pk)),
+                name=escape(job.name),
+                allow_failure=' <span class="badge" title="This job may fail without '
+                'failing the run">allow failure</span>'
+                if job.allow_failure
+                else "",
+                attempt=f' <span class="small muted">attempt {job.attempt}</span>'
+                if job.attempt > 1
+                else "",
+                stage=escape(job.stage.name),
+                why=_job_why(job),
+                worker_title=escape(job.worker),
+                worker=escape(job.worker or ""),
+                duration=escape(getattr(job, "duration_text", "") or "—"),
+                actions=f'<td class="actions">{actions.render(job)}</td>\n'
+                if actions
+                else "",
+            )
+        )
+    return mark_safe("".join(rows))  # noqa: S308 - every value in a row is escaped.
 
 
 # The trends card: the HTML of the last figures rendered, per process. Figures are
