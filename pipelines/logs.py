@@ -6,22 +6,34 @@ Redis stream at once, so live readers see it within milliseconds, and buffered i
 LogChunk rows written every half second, so the database write rate stays low. The
 stored chunks are the truth: they survive a Redis restart, and a reader that finds the
 stream empty or trimmed falls back to them.
+
+Cost and memory: a million-line log must add at most a few seconds to a job and no
+memory that grows with its size. So nothing here loops over lines in Python on the
+worker: batches are encoded with bulk string operations (`encode_runs`,
+`encode_payload`), the buffer of unstored lines is bounded (the producer stores them
+itself when it is full, which slows the job's output instead of growing the worker),
+and compaction and reading walk the stored chunks a few at a time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from operator import itemgetter
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.functions import Length
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .engine.logsink import LogLine, LogSink
+from .engine.logsink import LogBatch, LogLine, LogSink, Run
 from .models import Job, LogChunk
 
 logger = logging.getLogger(__name__)
@@ -31,8 +43,26 @@ Line = tuple[int, float, str]
 STREAM_MAXLEN = 20_000  # Batches, not lines: a stream holds millions of lines.
 STREAM_TTL_AFTER_END = 3600
 PERSIST_INTERVAL = 0.5
+# A stored chunk holds at most this many lines (or characters).
 PERSIST_LINES = 5000
+PERSIST_CHARS = 1024 * 1024
+# Unstored lines the writer may hold; past this the job's output waits for storage.
+PENDING_LINES = 50_000
+PENDING_CHARS = 8 * 1024 * 1024
+# Batches waiting for the Redis stream; past this the job's output waits for Redis.
+OUTBOX_ENTRIES = 64
+# After a failed write, the storer retries after this many seconds.
+PERSIST_RETRY = 1.0
+# Compaction merges runs of small chunks (a slow job writes one every half second)
+# into chunks of up to COMPACT_LINES lines / COMPACT_CHARS characters; a chunk this
+# big or bigger is left as it is.
 COMPACT_LINES = 20_000
+COMPACT_CHARS = 4 * 1024 * 1024
+COMPACT_SMALL_LINES = PERSIST_LINES // 2
+# Chunk rows (id and sizes only) read per query while planning a compaction.
+COMPACT_WINDOW = 1000
+# The timestamp in front of every stored line ("1764038000.123 ").
+_STAMP = re.compile(r"^[^ \n]* ", re.MULTILINE)
 
 
 def redis_client() -> Redis:
@@ -48,7 +78,42 @@ def stream_key(job_id: int) -> str:
 
 def encode_chunk(lines: Sequence[LogLine]) -> str:
     """Return the stored form of LINES: one ``"<ts> <text>"`` per line."""
+    if isinstance(lines, LogBatch):
+        return encode_runs(lines.runs)
     return "\n".join(f"{line.timestamp:.3f} {line.text}" for line in lines)
+
+
+def encode_runs(runs: Iterable[Run]) -> str:
+    """Return the stored form of RUNS, without a per-line Python step."""
+    pieces = []
+    for stamp, texts in runs:
+        if texts:
+            prefix = f"{stamp:.3f} "
+            pieces.append(prefix + ("\n" + prefix).join(texts))
+    return "\n".join(pieces)
+
+
+def encode_payload(first: int, runs: Iterable[Run]) -> str:
+    """Return the JSON ``[[number, ts, text], ...]`` of a batch starting at FIRST.
+
+    This is the format the log consumer forwards to browsers unchanged. Built in bulk:
+    `json.dumps` escapes all texts at once with a newline between items; a raw newline
+    never occurs inside a JSON string, so splitting there recovers each escaped text.
+    """
+    pieces = []
+    number = first
+    for stamp, texts in runs:
+        if not texts:
+            continue
+        encoded = json.dumps(texts, ensure_ascii=False, separators=("\n", ":"))
+        escaped = encoded[2:-2].split('"\n"')
+        joiner = f',{json.dumps(round(stamp, 3))},"'
+        numbers = map(str, range(number, number + len(texts)))
+        pieces.append('"],['.join(map(joiner.join, zip(numbers, escaped, strict=True))))
+        number += len(texts)
+    if not pieces:
+        return "[]"
+    return "[[" + '"],['.join(pieces) + '"]]'
 
 
 def decode_chunk(first_line: int, data: str) -> Iterator[Line]:
@@ -58,11 +123,33 @@ def decode_chunk(first_line: int, data: str) -> Iterator[Line]:
         yield first_line + offset, float(stamp), text
 
 
+def _decode_slice(first_line: int, data: str, start: int, stop: int) -> list[Line]:
+    """Return lines START..STOP-1 (offsets in the chunk) without a Python loop."""
+    parts = data.split("\n")[start:stop]
+    split = list(map(str.partition, parts, repeat(" ")))
+    return list(
+        zip(
+            range(first_line + start, first_line + start + len(parts)),
+            map(float, map(itemgetter(0), split)),
+            map(itemgetter(2), split),
+            strict=True,
+        )
+    )
+
+
 class JobLogWriter:
     """Receive a job's masked lines; publish them live and persist them.
 
-    Thread-safe: the executor thread feeds the sink while a timer thread flushes it.
-    ``close()`` flushes everything and returns once every line is stored.
+    Thread-safe, with three threads of its own, so that Redis and database round
+    trips overlap with reading the job's output instead of pausing it: a flusher
+    that empties the sink's batch every 25 ms (live latency), a publisher that
+    appends batches to the Redis stream as soon as they are emitted (pipelined when
+    several wait), and a storer that writes LogChunk rows whenever PERSIST_LINES
+    lines or PERSIST_INTERVAL have passed. Both queues are bounded; when one is full,
+    the thread that emits waits (backpressure: the job's output slows, the worker
+    does not grow). Stream entries and chunks are written in line order, one write at
+    a time, which the log consumer relies on. ``close()`` flushes everything and
+    returns once every line is stored.
     """
 
     def __init__(self, job: Job, *, secrets: Iterable[str], max_bytes: int) -> None:
@@ -70,15 +157,33 @@ class JobLogWriter:
         self.key = stream_key(job.pk)
         self._redis: Redis | None = redis_client()
         self._redis_failed_at = 0.0
-        self._pending: list[LogLine] = []
-        self._pending_lock = threading.Lock()
+        # Encoded batches not in the stream yet: (first line, last line, JSON).
+        self._outbox: deque[tuple[int, int, str]] = deque()
+        self._outbox_cond = threading.Condition()
+        self._outbox_closed = False
+        # Encoded batches not stored yet: (first line, last line, stored form).
+        self._pending: list[tuple[int, int, str]] = []
+        self._pending_lines = 0
+        self._pending_chars = 0
+        self._pending_cond = threading.Condition()
+        self._persist_lock = threading.Lock()
+        self._store_failed = False
         self._last_persist = time.monotonic()
         self.sink = LogSink(self._emit, secrets=secrets, max_bytes=max_bytes)
         self._stop = threading.Event()
+        self._closing = False
         self._timer = threading.Thread(
             target=self._tick, name=f"log-{job.pk}", daemon=True
         )
+        self._storer = threading.Thread(
+            target=self._store_loop, name=f"log-store-{job.pk}", daemon=True
+        )
+        self._publisher = threading.Thread(
+            target=self._publish_loop, name=f"log-publish-{job.pk}", daemon=True
+        )
         self._timer.start()
+        self._storer.start()
+        self._publisher.start()
 
     def feed(self, chunk: bytes) -> None:
         self.sink.feed(chunk)
@@ -87,31 +192,81 @@ class JobLogWriter:
         """Append one line of Slipway's own (not the job's output)."""
         self.sink.feed(f"\x1b[0;36m[slipway]\x1b[0m {text}\n".encode())
 
-    def _emit(self, lines: list[LogLine]) -> None:
-        if not lines:
-            return
-        payload = json.dumps(
-            [[line.number, round(line.timestamp, 3), line.text] for line in lines],
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-        self._publish(lines[0].number, lines[-1].number, payload)
-        with self._pending_lock:
-            self._pending.extend(lines)
+    @property
+    def pending_lines(self) -> int:
+        """Return how many emitted lines wait to be stored."""
+        with self._pending_cond:
+            return self._pending_lines
 
-    def _publish(self, first: int, last: int, payload: str) -> None:
+    def _full(self) -> bool:
+        return self._pending_lines >= PENDING_LINES or (
+            self._pending_chars >= PENDING_CHARS
+        )
+
+    def _emit(self, batch: LogBatch) -> None:
+        if not len(batch):
+            return
+        first, last = batch.first, batch.last
+        payload = encode_payload(first, batch.runs)
+        with self._outbox_cond:
+            deadline = time.monotonic() + 60
+            while (
+                len(self._outbox) >= OUTBOX_ENTRIES
+                and self._publisher.is_alive()
+                and time.monotonic() < deadline
+            ):
+                self._outbox_cond.wait(0.5)
+            self._outbox.append((first, last, payload))
+            self._outbox_cond.notify_all()
+        data = encode_runs(batch.runs)
+        with self._pending_cond:
+            self._pending.append((first, last, data))
+            self._pending_lines += last - first + 1
+            self._pending_chars += len(data)
+            if self._pending_lines >= PERSIST_LINES:
+                self._pending_cond.notify_all()
+            # Backpressure. While the database fails, lines are kept rather than
+            # lost; the wait is bounded so a stuck storer cannot hang the job.
+            deadline = time.monotonic() + 60
+            while (
+                self._full()
+                and not self._store_failed
+                and self._storer.is_alive()
+                and time.monotonic() < deadline
+            ):
+                self._pending_cond.wait(0.5)
+
+    def _publish_loop(self) -> None:
+        while True:
+            with self._outbox_cond:
+                if not self._outbox and not self._outbox_closed:
+                    self._outbox_cond.wait(0.5)
+                entries = list(self._outbox)
+                self._outbox.clear()
+                self._outbox_cond.notify_all()
+                done = self._outbox_closed and not entries
+            if done:
+                return
+            if entries:
+                self._publish(entries)
+
+    def _publish(self, entries: list[tuple[int, int, str]]) -> None:
+        """Append ENTRIES to the stream in one round trip; drop them if Redis is away."""
         if self._redis is None:
             # Redis went away: retry now and then; the database keeps every line anyway.
             if time.monotonic() - self._redis_failed_at < 2:
                 return
             self._redis = redis_client()
         try:
-            self._redis.xadd(
-                self.key,
-                {"first": first, "last": last, "lines": payload},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
+            pipe = self._redis.pipeline(transaction=False)
+            for first, last, payload in entries:
+                pipe.xadd(
+                    self.key,
+                    {"first": first, "last": last, "lines": payload},
+                    maxlen=STREAM_MAXLEN,
+                    approximate=True,
+                )
+            pipe.execute()
         except RedisError as exc:
             logger.warning("log stream of job %s unavailable: %s", self.job_id, exc)
             self._redis = None
@@ -121,34 +276,87 @@ class JobLogWriter:
         while not self._stop.wait(0.025):
             try:
                 self.sink.flush()
-                if time.monotonic() - self._last_persist >= PERSIST_INTERVAL:
-                    self.persist()
             except Exception:  # A timer thread must never die silently mid-job.
                 logger.exception("log flush of job %s failed", self.job_id)
 
+    def _store_loop(self) -> None:
+        try:
+            while True:
+                with self._pending_cond:
+                    if not self._closing and self._pending_lines < PERSIST_LINES:
+                        self._pending_cond.wait(
+                            max(
+                                0.0,
+                                self._last_persist
+                                + PERSIST_INTERVAL
+                                - time.monotonic(),
+                            )
+                        )
+                    closing = self._closing
+                try:
+                    self.persist()
+                except Exception:
+                    logger.exception("log of job %s could not be stored", self.job_id)
+                    self._stop.wait(PERSIST_RETRY)
+                if closing:
+                    return
+        finally:
+            # This thread's own database connection; nothing else would close it.
+            connection.close()
+
     def persist(self) -> None:
-        """Write the buffered lines as LogChunk rows."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        self._last_persist = time.monotonic()
-        if not pending:
-            return
-        chunks = [
-            LogChunk(
-                job_id=self.job_id,
-                first_line=batch[0].number,
-                last_line=batch[-1].number,
-                data=encode_chunk(batch),
-            )
-            for batch in _batched(pending, PERSIST_LINES)
-        ]
-        LogChunk.objects.bulk_create(chunks)
+        """Write the buffered lines as LogChunk rows, in order.
+
+        On failure the lines go back to the buffer (the next call retries them) and
+        the error is raised.
+        """
+        with self._persist_lock:
+            with self._pending_cond:
+                pending, self._pending = self._pending, []
+                self._pending_lines = self._pending_chars = 0
+            self._last_persist = time.monotonic()
+            if not pending:
+                return
+            try:
+                LogChunk.objects.bulk_create(
+                    [
+                        LogChunk(
+                            job_id=self.job_id,
+                            first_line=group[0][0],
+                            last_line=group[-1][1],
+                            data="\n".join(map(itemgetter(2), group)),
+                        )
+                        for group in _groups(pending, PERSIST_LINES, PERSIST_CHARS)
+                    ]
+                )
+            except Exception:
+                with self._pending_cond:
+                    self._store_failed = True
+                    self._pending[:0] = pending
+                    self._pending_lines += pending[-1][1] - pending[0][0] + 1
+                    self._pending_chars += sum(len(piece[2]) for piece in pending)
+                    self._pending_cond.notify_all()
+                raise
+            with self._pending_cond:
+                self._store_failed = False
+                self._pending_cond.notify_all()
 
     def close(self) -> tuple[int, int, bool]:
-        """Flush and store everything; return (lines, bytes seen, truncated)."""
+        """Flush and store everything; return (lines, bytes seen, truncated).
+
+        Raises if the last lines cannot be stored.
+        """
         self._stop.set()
         self._timer.join(5)
         self.sink.close()
+        with self._pending_cond:
+            self._closing = True
+            self._pending_cond.notify_all()
+        with self._outbox_cond:
+            self._outbox_closed = True
+            self._outbox_cond.notify_all()
+        self._storer.join(30)
+        self._publisher.join(30)
         self.persist()
         if self._redis is not None:
             try:
@@ -159,13 +367,33 @@ class JobLogWriter:
         return self.sink.lines_written, self.sink.bytes_seen, self.sink.truncated
 
 
-def _batched(items: list[LogLine], size: int) -> Iterator[list[LogLine]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _groups(
+    pieces: list[tuple[int, int, str]], max_lines: int, max_chars: int
+) -> Iterator[list[tuple[int, int, str]]]:
+    """Split consecutive encoded batches into groups of at most the given size.
+
+    A single batch larger than the limits forms a group of its own.
+    """
+    group: list[tuple[int, int, str]] = []
+    lines = chars = 0
+    for piece in pieces:
+        size = piece[1] - piece[0] + 1
+        if group and (lines + size > max_lines or chars + len(piece[2]) > max_chars):
+            yield group
+            group, lines, chars = [], 0, 0
+        group.append(piece)
+        lines += size
+        chars += len(piece[2])
+    if group:
+        yield group
 
 
 def read_lines(job: Job | int, after: int = 0, limit: int = 5000) -> list[Line]:
-    """Return up to LIMIT stored lines numbered above AFTER, in order."""
+    """Return up to LIMIT stored lines numbered above AFTER, in order.
+
+    Reads only the chunks it needs, two at a time, and decodes only the lines it
+    returns: a reader paging through a huge log uses little memory per call.
+    """
     job_id = job if isinstance(job, int) else job.pk
     result: list[Line] = []
     chunks = (
@@ -173,52 +401,85 @@ def read_lines(job: Job | int, after: int = 0, limit: int = 5000) -> list[Line]:
         .order_by("first_line")
         .values_list("first_line", "data")
     )
-    for first_line, data in chunks.iterator(chunk_size=20):
-        for line in decode_chunk(first_line, data):
-            if line[0] > after:
-                result.append(line)
-                if len(result) >= limit:
-                    return result
+    for first_line, data in chunks.iterator(chunk_size=2):
+        start = max(0, after + 1 - first_line)
+        result += _decode_slice(first_line, data, start, start + limit - len(result))
+        if len(result) >= limit:
+            break
     return result
 
 
 def iter_raw(job: Job | int) -> Iterator[str]:
-    """Yield the stored log as text, one line (with newline) at a time."""
+    """Yield the stored log as text, one stored chunk of lines at a time.
+
+    Every line ends with a newline; timestamps are removed with one regex pass per
+    chunk.
+    """
     job_id = job if isinstance(job, int) else job.pk
     chunks = LogChunk.objects.filter(job_id=job_id).order_by("first_line")
-    for data in chunks.values_list("data", flat=True).iterator(chunk_size=20):
-        yield "".join(raw.partition(" ")[2] + "\n" for raw in data.split("\n"))
+    for data in chunks.values_list("data", flat=True).iterator(chunk_size=2):
+        yield _STAMP.sub("", data) + "\n"
 
 
 def compact(job_id: int) -> None:
-    """Merge a finished job's small chunks into few large ones."""
-    with transaction.atomic():
-        chunks = list(
-            LogChunk.objects.filter(job_id=job_id)
-            .order_by("first_line")
-            .values_list("pk", "first_line", "last_line", "data")
-        )
-        if len(chunks) <= 1:
-            return
-        merged: list[LogChunk] = []
-        group: list[tuple[int, int, int, str]] = []
-        for chunk in chunks:
-            group.append(chunk)
-            if chunk[2] - group[0][1] + 1 >= COMPACT_LINES:
-                merged.append(_merge(job_id, group))
-                group = []
-        if group:
-            merged.append(_merge(job_id, group))
-        if len(merged) == len(chunks):
-            return
-        LogChunk.objects.filter(pk__in=[c[0] for c in chunks]).delete()
-        LogChunk.objects.bulk_create(merged)
+    """Merge a finished job's small chunks into few large ones.
 
-
-def _merge(job_id: int, group: list[tuple[int, int, int, str]]) -> LogChunk:
-    return LogChunk(
-        job_id=job_id,
-        first_line=group[0][1],
-        last_line=group[-1][2],
-        data="\n".join(c[3] for c in group),
+    Walks the chunk list (ids and sizes only) a window at a time and merges each run
+    of small neighbours in its own transaction, so memory stays bounded by one merged
+    chunk, a reader always sees either the old chunks or the merged one, and a big
+    log written in big chunks is hardly touched.
+    """
+    rows = (
+        LogChunk.objects.filter(job_id=job_id)
+        .annotate(size=Length("data"))
+        .order_by("first_line")
+        .values_list("pk", "first_line", "last_line", "size")
     )
+    group: list[tuple[int, int, int, int]] = []
+    lines = chars = 0
+    after = -1
+    while True:
+        # A fresh query per window: merged rows sort before `after`, never in it.
+        window = list(rows.filter(first_line__gt=after)[:COMPACT_WINDOW])
+        for row in window:
+            size = row[2] - row[1] + 1
+            if size >= COMPACT_SMALL_LINES or row[3] >= COMPACT_CHARS // 4:
+                _merge(job_id, group)
+                group, lines, chars = [], 0, 0
+                continue
+            if group and (
+                lines + size > COMPACT_LINES or chars + row[3] > COMPACT_CHARS
+            ):
+                _merge(job_id, group)
+                group, lines, chars = [], 0, 0
+            group.append(row)
+            lines += size
+            chars += row[3]
+        if len(window) < COMPACT_WINDOW:
+            break
+        after = window[-1][1]
+    _merge(job_id, group)
+
+
+def _merge(job_id: int, group: list[tuple[int, int, int, int]]) -> None:
+    """Replace the chunks of GROUP (consecutive, in order) by one."""
+    if len(group) < 2:
+        return
+    pks = [row[0] for row in group]
+    with transaction.atomic():
+        data = "\n".join(
+            LogChunk.objects.filter(pk__in=pks)
+            .order_by("first_line")
+            .values_list("data", flat=True)
+        )
+        deleted, _ = LogChunk.objects.filter(pk__in=pks).delete()
+        if deleted != len(pks):
+            # Someone else (a second compaction) got there first: keep theirs.
+            transaction.set_rollback(True)
+            return
+        LogChunk.objects.create(
+            job_id=job_id,
+            first_line=group[0][1],
+            last_line=group[-1][2],
+            data=data,
+        )

@@ -2,8 +2,14 @@
 
 Contract: an executor calls `feed()` with every chunk it reads, a timer thread calls
 `flush()` periodically, and the owner calls `close()` once at the end. `emit` receives
-lists of `LogLine` in line-number order; it is called with the sink's lock held (which
-is what keeps batches in order across threads), so it must not call back into the sink.
+`LogBatch`es (sequences of `LogLine`) in line-number order; it is called with the sink's
+lock held (which is what keeps batches in order across threads), so it must not call
+back into the sink.
+
+Speed: a chunk is decoded, masked and split in bulk, lines are numbered by counting,
+and a batch holds plain strings grouped by timestamp, so a million-line log costs no
+per-line objects beyond its strings. A `LogLine` is built only when someone iterates a
+batch; the writer encodes `LogBatch.runs` directly.
 
 Text rules (see docs/pipeline-reference.md, "Job logs"):
 
@@ -31,10 +37,12 @@ import codecs
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
-__all__ = ["LogLine", "LogSink", "MASK", "MIN_SECRET_LENGTH"]
+__all__ = ["LogBatch", "LogLine", "LogSink", "MASK", "MIN_SECRET_LENGTH", "Run"]
 
 MASK = "[MASKED]"
 MIN_SECRET_LENGTH = 4
@@ -51,6 +59,70 @@ class LogLine:
     number: int
     timestamp: float
     text: str
+
+
+# Lines that share one timestamp: (timestamp, texts).
+Run = tuple[float, list[str]]
+
+
+class LogBatch(Sequence[LogLine]):
+    """Consecutive lines numbered from `first`, stored as runs of one timestamp each.
+
+    It behaves as a sequence of `LogLine`, built on access; bulk readers use `first`,
+    `last` and `runs`, which cost nothing per line.
+    """
+
+    __slots__ = ("first", "runs", "_count")
+
+    def __init__(self, first: int, runs: list[Run]) -> None:
+        self.first = first
+        self.runs = runs
+        self._count = sum(len(texts) for _, texts in runs)
+
+    @property
+    def last(self) -> int:
+        """Return the number of the batch's last line."""
+        return self.first + self._count - 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[LogLine]:
+        number = self.first
+        for stamp, texts in self.runs:
+            for text in texts:
+                yield LogLine(number, stamp, text)
+                number += 1
+
+    @overload
+    def __getitem__(self, index: int) -> LogLine: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LogLine]: ...
+
+    def __getitem__(self, index: int | slice) -> LogLine | list[LogLine]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("LogBatch index out of range")
+        number = self.first
+        for stamp, texts in self.runs:
+            if index < len(texts):
+                return LogLine(number + index, stamp, texts[index])
+            index -= len(texts)
+            number += len(texts)
+        raise IndexError("LogBatch index out of range")  # pragma: no cover
+
+    def texts(self) -> list[str]:
+        """Return the lines' texts in order."""
+        if len(self.runs) == 1:
+            return self.runs[0][1]
+        return [text for _, texts in self.runs for text in texts]
+
+    def __repr__(self) -> str:
+        return f"LogBatch(first={self.first}, lines={self._count})"
 
 
 def _visible(line: str) -> str:
@@ -132,7 +204,7 @@ class LogSink:
 
     def __init__(
         self,
-        emit: Callable[[list[LogLine]], None],
+        emit: Callable[[LogBatch], None],
         *,
         secrets: Iterable[str] = (),
         max_bytes: int = 64 * 1024 * 1024,
@@ -159,7 +231,10 @@ class LogSink:
         self._partial = ""
         self._partial_since: float | None = None
         self._continued = False  # Part of the current line was already emitted.
-        self._batch: list[LogLine] = []
+        # Runs waiting for the next batch; a run is (timestamp, texts, offset): its
+        # texts before `offset` went out already.
+        self._batch: deque[tuple[float, list[str], int]] = deque()
+        self._batch_count = 0
         self._batch_since: float | None = None
         self._bytes_seen = 0
         self._truncated = False
@@ -259,7 +334,7 @@ class LogSink:
             complete = complete.replace("\r\n", "\n")
             lines = complete.split("\n")
             if "\r" in complete:
-                lines = [_visible(x) if "\r" in x else x for x in lines]
+                _fix_returns(complete, lines)
         else:
             lines = complete.split("\n")
         if self._continued:
@@ -293,13 +368,31 @@ class LogSink:
     def _add(self, texts: list[str], now: float) -> None:
         if not texts:
             return
-        first = self._next
         self._next += len(texts)
-        if not self._batch:
+        if not self._batch_count:
             self._batch_since = now
-        self._batch.extend(
-            map(LogLine, range(first, self._next), [now] * len(texts), texts)
-        )
+        self._batch.append((now, texts, 0))
+        self._batch_count += len(texts)
+
+    def _cut(self, size: int) -> LogBatch:
+        """Remove the first `size` pending lines (at most) and return them."""
+        first = self._next - self._batch_count
+        runs: list[Run] = []
+        need = size
+        batch = self._batch
+        while need and batch:
+            stamp, texts, start = batch[0]
+            available = len(texts) - start
+            if available <= need:
+                runs.append((stamp, texts[start:] if start else texts))
+                batch.popleft()
+                need -= available
+            else:
+                runs.append((stamp, texts[start : start + need]))
+                batch[0] = (stamp, texts, start + need)
+                need = 0
+        self._batch_count -= size - need
+        return LogBatch(first, runs)
 
     def _truncate(self, now: float) -> None:
         # The cut may fall inside a secret: emit only what is certainly not one.
@@ -320,24 +413,40 @@ class LogSink:
         )
 
     def _emit_ready(self, now: float, *, force: bool) -> None:
-        batch = self._batch
         size = self._batch_lines
-        sent = 0
-        while len(batch) - sent >= size:
-            self._emit(batch[sent : sent + size])
-            sent += size
-        rest = batch[sent:] if sent else batch
-        if rest and (
+        sent = False
+        while self._batch_count >= size:
+            self._emit(self._cut(size))
+            sent = True
+        if self._batch_count and (
             force
             or (
                 self._batch_since is not None
                 and now - self._batch_since >= self._batch_interval
             )
         ):
-            self._emit(rest)
-            rest = []
-        self._batch = rest
-        if sent and rest:
-            self._batch_since = now
-        elif not rest:
+            self._emit(self._cut(self._batch_count))
+        if not self._batch_count:
             self._batch_since = None
+        elif sent:
+            self._batch_since = now
+
+
+def _fix_returns(text: str, lines: list[str]) -> None:
+    """Apply `_visible` to the lines of `text` (split into `lines`) holding a `\\r`.
+
+    Only those lines are touched, found with `str.find`, so a chunk with one section
+    marker does not cost a Python step for each of its other lines.
+    """
+    index = 0  # Line number of position `counted` in `text`.
+    counted = 0
+    pos = text.find("\r")
+    while pos != -1:
+        index += text.count("\n", counted, pos)
+        lines[index] = _visible(lines[index])
+        end = text.find("\n", pos)
+        if end == -1:
+            return
+        index += 1
+        counted = end + 1
+        pos = text.find("\r", counted)
