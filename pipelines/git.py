@@ -32,6 +32,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -566,6 +567,86 @@ class Mirror:
         except GitError:
             shutil.rmtree(dest, ignore_errors=True)
             raise GitError(f"commit {commit_sha} is not in the mirror") from None
+
+    def workspace(
+        self,
+        sha: str,
+        dest: Path,
+        cache_dir: Path,
+        *,
+        max_age: float = 300.0,
+        keep: int = 4,
+    ) -> None:
+        """Create a workspace like :meth:`checkout`, copied from a cached checkout.
+
+        The parallel jobs of a run (and runs of the same commit) all want the same
+        tree: the first one checks it out into ``cache_dir`` (two git processes), the
+        others copy that pristine checkout, which for a small repository costs no
+        process at all. An entry is used for ``max_age`` seconds (its remote-tracking
+        branches are as of its creation); ``keep`` entries per mirror are kept. A
+        copy that fails (the entry was replaced meanwhile) falls back to a checkout.
+        """
+        commit_sha = self._commit_sha(sha)
+        dest = Path(dest)
+        entry = Path(cache_dir) / f"{self.key}-{commit_sha}"
+        try:
+            fresh = time.time() - entry.stat().st_mtime < max_age
+        except FileNotFoundError:
+            fresh = False
+        if not fresh:
+            self._cache_checkout(commit_sha, entry, keep)
+        try:
+            _copy_tree(entry, dest)
+        except OSError:
+            shutil.rmtree(dest, ignore_errors=True)
+            self.checkout(commit_sha, dest)
+
+    def _cache_checkout(self, sha: str, entry: Path, keep: int) -> None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}-{threading.get_ident()}"
+        tmp = entry.parent / f".{entry.name}.tmp-{tag}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.checkout(sha, tmp)
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            # A stale entry (or one another worker just made): move it aside, then
+            # take its place; a reader copying from it falls back to a checkout.
+            trash = entry.parent / f".{entry.name}.old-{tag}"
+            try:
+                os.rename(entry, trash)
+                os.rename(tmp, entry)
+            except OSError:
+                pass  # Another worker won the race: use its entry.
+            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        entries = sorted(
+            (p for p in entry.parent.glob(f"{self.key}-*") if p.is_dir()),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in entries[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# A pristine checkout whose git index is below this size (~700 files) is copied in
+# Python; a larger one by `cp -a` (one process, reflinks where the disk has them).
+_PYTHON_COPY_MAX_INDEX = 64 * 1024
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    """Copy the checkout SRC to DEST (which must not exist); OSError on failure."""
+    index = src / ".git" / "index"
+    if index.stat().st_size <= _PYTHON_COPY_MAX_INDEX:
+        shutil.copytree(src, dest, symlinks=True)
+        return
+    done = subprocess.run(
+        ["cp", "-a", "--reflink=auto", "--", str(src), str(dest)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+    if done.returncode:
+        raise OSError(done.stderr.decode("utf-8", "replace").strip() or "cp failed")
 
 
 def _clean_path(path: str) -> str:

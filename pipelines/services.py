@@ -717,7 +717,8 @@ def execute_job(job: Job) -> None:
         workspace.parent.mkdir(parents=True, exist_ok=True)
         mirror = mirror_for(run.repository)
         try:
-            mirror.checkout(run.commit_sha, workspace)
+            # Jobs of one run share a commit: copy a cached checkout of it.
+            mirror.workspace(run.commit_sha, workspace, workspace.parent / ".checkouts")
         except GitError:
             # Another machine's worker: its mirror may not have the commit yet.
             mirror.fetch()

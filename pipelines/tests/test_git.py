@@ -19,6 +19,7 @@ from pipelines.git import (
     FileTooLarge,
     GitError,
     Mirror,
+    UnknownCommit,
     credentials_env,
     split_credentials,
     validate_url,
@@ -508,3 +509,100 @@ def test_mirror_key_must_be_a_plain_name(tmp_path: Path) -> None:
     for key in ("../x", "a/b", "", ".hidden", "-x"):
         with pytest.raises(ValueError):
             Mirror(tmp_path, key, "/srv/repo.git")
+
+
+# --- read_commit, has_commit ----------------------------------------------------------
+
+
+def test_read_commit_returns_info_and_file_from_one_process(
+    mirror: Mirror, origin: Origin
+) -> None:
+    sha = origin.commit("Spec change\n\nBody", {".slipway.yml": "b: 2\n"})
+    assert not mirror.has_commit(sha)
+    with pytest.raises(UnknownCommit):
+        mirror.read_commit(sha, ".slipway.yml", 1000)
+    mirror.fetch()
+    assert mirror.has_commit(sha)
+    info, text = mirror.read_commit(sha, ".slipway.yml", 1000)
+    assert (info.sha, info.message, text) == (sha, "Spec change\n\nBody\n", "b: 2\n")
+    assert info.author_name == "Ada Lovelace"
+    assert mirror.read_commit(sha, "missing.yml", 1000)[1] is None
+    with pytest.raises(FileTooLarge):
+        mirror.read_commit(sha, ".slipway.yml", 3)
+    tree = origin.git("rev-parse", f"{sha}^{{tree}}")
+    assert not mirror.has_commit(tree)  # An object, but not a commit.
+    assert not mirror.has_commit("main")  # Not a sha: has_commit never resolves.
+
+
+# --- cached workspaces ---------------------------------------------------------------
+
+
+def test_workspaces_of_one_commit_copy_one_cached_checkout(
+    mirror: Mirror, origin: Origin, tmp_path: Path
+) -> None:
+    sha = origin.commit("Two files", {"src/a.py": "A = 1\n", "run.sh": "echo hi\n"})
+    os.chmod(origin.path / "run.sh", 0o755)
+    sha = origin.commit("Executable", {"run.sh": "echo hi\n"})
+    mirror.fetch()
+    cache = tmp_path / "checkouts"
+    first, second = tmp_path / "ws-1", tmp_path / "ws-2"
+    mirror.workspace(sha, first, cache)
+    [entry] = list(cache.iterdir())
+    made = entry.stat().st_ino
+    mirror.workspace(sha, second, cache)
+    assert [p.stat().st_ino for p in cache.iterdir()] == [made]  # Reused, not rebuilt.
+    for ws in (first, second):
+        assert sh(ws, "rev-parse", "HEAD") == sha
+        assert sh(ws, "status", "--porcelain") == ""
+        assert (ws / "src/a.py").read_text() == "A = 1\n"
+        assert os.access(ws / "run.sh", os.X_OK)
+        assert sh(ws, "rev-parse", "origin/main") == sha
+    # Each workspace is its own copy: a job writing into one changes nothing else.
+    (first / "src/a.py").write_text("A = 2\n")
+    assert (second / "src/a.py").read_text() == "A = 1\n"
+    assert (entry / "src/a.py").read_text() == "A = 1\n"
+    assert sh(first, "status", "--porcelain") == "M src/a.py"
+
+
+def test_stale_cached_checkout_is_rebuilt_and_old_ones_evicted(
+    mirror: Mirror, origin: Origin, tmp_path: Path
+) -> None:
+    cache = tmp_path / "checkouts"
+    shas = [origin.commit(f"Commit {i}", {"n.txt": str(i)}) for i in range(3)]
+    mirror.fetch()
+    mirror.workspace(shas[0], tmp_path / "a", cache)
+    [entry] = list(cache.iterdir())
+    made = entry.stat().st_ino
+    mirror.workspace(shas[0], tmp_path / "b", cache, max_age=0)
+    assert entry.stat().st_ino != made  # Too old: checked out again.
+    for index, sha in enumerate(shas):
+        mirror.workspace(sha, tmp_path / f"ws-{index}", cache, keep=2)
+        assert (tmp_path / f"ws-{index}" / "n.txt").read_text() == str(index)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        f"repo-1-{sha}" for sha in shas[1:]
+    )
+
+
+def test_workspace_copies_large_trees_with_cp_and_falls_back_to_checkout(
+    mirror: Mirror, origin: Origin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.git as git_module
+
+    sha = origin.git("rev-parse", "HEAD")
+    cache = tmp_path / "checkouts"
+    monkeypatch.setattr(git_module, "_PYTHON_COPY_MAX_INDEX", 0)
+    mirror.workspace(sha, tmp_path / "by-cp", cache)
+    assert sh(tmp_path / "by-cp", "status", "--porcelain") == ""
+
+    def vanished(src: Path, dest: Path) -> None:
+        dest.mkdir()
+        (dest / "half-copied").write_text("x")
+        raise FileNotFoundError(src)
+
+    monkeypatch.setattr(git_module, "_copy_tree", vanished)
+    mirror.workspace(sha, tmp_path / "fallback", cache)
+    assert not (tmp_path / "fallback" / "half-copied").exists()
+    assert (tmp_path / "fallback" / "README.md").read_text() == "hello\n"
+    assert sh(tmp_path / "fallback", "rev-parse", "HEAD") == sha
+    with pytest.raises(GitError):
+        mirror.workspace("a" * 40, tmp_path / "unknown", cache)
