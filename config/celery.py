@@ -7,6 +7,11 @@ from typing import Any
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Celery's Django fixup runs Django's system checks when a worker starts, and the URL
+# checks import the whole URLconf: every view, the API schema generator and, through
+# them, libraries a worker never uses (~70 MiB of the idle worker). The checks run
+# where they belong: `manage.py migrate`/`check` at deploy time and in the tests.
+os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 
 class SlipwayCelery(Celery):

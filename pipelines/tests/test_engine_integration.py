@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -211,3 +212,60 @@ def test_killed_worker_leaves_the_job_failed_not_stuck(
     out = subprocess.run(["pgrep", "-f", "sleep 120"], capture_output=True, text=True)
     for pid in out.stdout.split():
         os.kill(int(pid), signal.SIGKILL)
+
+
+def test_beat_sends_the_reaper_by_name_and_stays_small(tmp_path, workers) -> None:
+    """A real `celery -A config beat` drives the reaper on the real workers.
+
+    Beat only sends schedule entries by task name (config/celery.py): it never sets
+    Django up, so it stays at the size of Celery and the settings (~55 MiB instead
+    of ~155 MiB with every app imported).
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.testing.processes import BASE_DIR, subprocess_env
+
+    from .factories import make_job, make_run
+
+    run = make_run(status=Run.Status.RUNNING)
+    lapsed = make_job(
+        run=run,
+        status=Job.Status.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(minutes=10),
+    )
+    log_path = tmp_path / "beat.log"
+    with log_path.open("wb") as log:
+        beat = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "INFO"),
+                *("-s", str(tmp_path / "celerybeat-schedule")),
+            ],
+            cwd=BASE_DIR,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # The reaper runs every 5 s; the worker fails the job whose heartbeat lapsed.
+        job = wait_for(
+            lambda: Job.objects.filter(pk=lapsed.pk, status=Job.Status.FAILED).first(),
+            timeout=40,
+            message=f"beat's reaper to fail job {lapsed.pk}",
+        )
+        assert job.failure_reason == "worker_lost"
+        assert "Sending due task reap-lapsed-jobs" in log_path.read_text()
+        with open(f"/proc/{beat.pid}/status") as status:
+            rss_kib = next(
+                int(line.split()[1]) for line in status if line.startswith("VmRSS:")
+            )
+        assert rss_kib < 100 * 1024, f"beat uses {rss_kib // 1024} MiB"
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        try:
+            beat.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(beat.pid, signal.SIGKILL)
+            beat.wait(5)
