@@ -205,22 +205,29 @@ _FILTER_LUA = """
 local search = ARGV[1] == "1"
 local needle = ARGV[4]
 local offset, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local members
+if ARGV[2] == "-" and ARGV[3] == "+" then
+  members = redis.call("ZRANGE", KEYS[1], 0, -1)
+else
+  members = redis.call("ZRANGE", KEYS[1], ARGV[2], ARGV[3], "BYLEX")
+end
 local total, page = 0, {}
-local members = redis.call("ZRANGE", KEYS[1], ARGV[2], ARGV[3], "BYLEX")
 for _, m in ipairs(members) do
-  local key, ok = m, true
+  local key = m
   if search then
-    local cut = string.find(m, "\\0", 1, true)
-    key = string.sub(m, 1, cut - 1)
-    ok = string.find(key, needle, 1, true) ~= nil
-      or string.find(m, needle, cut + 1, true) ~= nil
+    -- The needle has no NUL, so a match lies wholly in the key or in the owner.
+    if string.find(m, needle, 1, true) then
+      key = string.sub(m, 1, string.find(m, "\\0", 1, true) - 1)
+    else
+      key = nil
+    end
   end
   local i = 2
-  while ok and i <= #KEYS do
-    ok = redis.call("ZSCORE", KEYS[i], key) ~= false
+  while key and i <= #KEYS do
+    if not redis.call("ZSCORE", KEYS[i], key) then key = nil end
     i = i + 1
   end
-  if ok then
+  if key then
     total = total + 1
     if total > offset and total <= offset + limit then page[#page + 1] = key end
   end
@@ -271,6 +278,8 @@ def find_keys(
     facets = [index_key(cluster_id, kind, "status", status)] if status else []
     if node:
         facets.append(index_key(cluster_id, kind, "node", node))
+    if "\0" in search:
+        return 0, []  # No key or owner holds a NUL (and it separates them in the set).
     r = client()
     if not search and len(facets) <= 1:
         base = facets[0] if facets else index_key(cluster_id, kind)

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 from django.contrib import messages
 from django.core.cache import cache
@@ -306,14 +307,20 @@ def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     objs = snapshot.read_objects_by_key(pk, "pods", page_keys)
     rows = [dict(objs[k], key=k) for k in page_keys if k in objs]
     usage = snapshot.read_usage(pk, "pods", [p["key"] for p in rows])
+    # One reverse() per page, not three per row: rendering the rows is the cost.
+    yaml_base = f"{reverse('clusters:cluster-detail', args=[pk])}yaml/pods/"
     for p in rows:
         p["usage"] = usage.get(p["key"])
+        p["status"] = p.get("reason") or p.get("phase")
+        p["yaml_url"] = f"{yaml_base}{quote(p['key'], safe='/')}/"
     page = Page(rows, number, paginator)
     query = request.GET.copy()
     query.pop("page", None)
+    # Paging and filtering swap only the table (htmx): no page chrome to render.
+    partial = request.headers.get("HX-Target") == "pod-table"
     return render(
         request,
-        "clusters/pod_list.html",
+        "clusters/partials/pod_table.html" if partial else "clusters/pod_list.html",
         _context(
             request,
             cluster,

@@ -62,7 +62,7 @@ def assert_index_matches(objects: dict[str, dict[str, Any]]) -> None:
         ["", *namespaces, "n"],
         ["", "Running", "Pending", "CrashLoopBackOff"],
         ["", "n1", "n10"],
-        ["", "web", "%_*[", "db-1", "zzz"],
+        ["", "web", "%_*[", "db-1", "zzz", "1\0rep"],
     ):
         want = reference(objects, namespace, status, node, search)
         for offset, limit in ((0, 7), (7, 7), (len(want), 5)):
