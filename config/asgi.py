@@ -13,11 +13,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from clusters.routing import websocket_urlpatterns as cluster_sockets  # noqa: E402
+from pipelines.hook_views import HookApp  # noqa: E402
 from pipelines.routing import websocket_urlpatterns as pipeline_sockets  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Webhook deliveries skip Django's per-request thread and middleware; every
+        # other request (including GET /hooks/...) is Django's.
+        "http": HookApp(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(pipeline_sockets + cluster_sockets))
         ),

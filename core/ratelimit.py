@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -72,13 +73,18 @@ class Verdict:
     retry_after: int
 
 
-def hit(scope: str, ident: str, rate: Rate, *, now: float | None = None) -> Verdict:
-    """Count one request of IDENT in SCOPE against RATE."""
-    now = _now() if now is None else now
+def _window(scope: str, ident: str, rate: Rate, now: float) -> tuple[str, int]:
+    """Return the counter key of NOW's window and the seconds until it ends."""
     window = int(now // rate.period)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:32]
     key = f"ratelimit:{scope}:{digest}:{window}"
-    retry_after = max(1, math.ceil((window + 1) * rate.period - now))
+    return key, max(1, math.ceil((window + 1) * rate.period - now))
+
+
+def hit(scope: str, ident: str, rate: Rate, *, now: float | None = None) -> Verdict:
+    """Count one request of IDENT in SCOPE against RATE."""
+    now = _now() if now is None else now
+    key, retry_after = _window(scope, ident, rate, now)
     try:
         # add() sets the key with its expiry only if it is new; incr() is atomic.
         cache.add(key, 0, timeout=rate.period + 1)
@@ -87,6 +93,40 @@ def hit(scope: str, ident: str, rate: Rate, *, now: float | None = None) -> Verd
         logger.warning("rate limit %s not checked: cache unavailable", scope)
         return Verdict(True, 0)
     return Verdict(count <= rate.count, retry_after)
+
+
+# INCR the window's counter and give a new one its expiry, in one round trip.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return count
+"""
+
+
+async def ahit(
+    redis: Any, scope: str, ident: str, rate: Rate, *, now: float | None = None
+) -> Verdict:
+    """Count one request like ``hit``, on a ``redis.asyncio`` client, in one call.
+
+    For ASGI routes that bypass Django (the webhook route): the counter is the same
+    cache key ``hit`` uses, so both doors share one limit.
+    """
+    now = _now() if now is None else now
+    key, retry_after = _window(scope, ident, rate, now)
+    try:
+        count = int(
+            await redis.eval(_HIT_SCRIPT, 1, cache.make_key(key), rate.period + 1)
+        )
+    except Exception:  # Any cache failure: fail open, see the module docstring.
+        logger.warning("rate limit %s not checked: cache unavailable", scope)
+        return Verdict(True, 0)
+    return Verdict(count <= rate.count, retry_after)
+
+
+def throttled_body(verdict: Verdict) -> dict[str, Any]:
+    """Return the JSON error body of a refused request."""
+    message = f"Too many requests. Try again in {verdict.retry_after} s."
+    return {"error": {"code": "throttled", "message": message, "details": {}}}
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -101,10 +141,7 @@ def _too_many(request: HttpRequest, verdict: Verdict, json: bool) -> HttpRespons
     message = f"Too many requests. Try again in {verdict.retry_after} s."
     response: HttpResponse
     if json:
-        response = JsonResponse(
-            {"error": {"code": "throttled", "message": message, "details": {}}},
-            status=429,
-        )
+        response = JsonResponse(throttled_body(verdict), status=429)
     else:
         response = render(
             request,

@@ -8,6 +8,12 @@ class PipelinesConfig(AppConfig):
     def ready(self) -> None:
         # The kubernetes executor needs a stored cluster, so the Django side
         # registers its factory; the delivery tasks must exist in every worker.
-        from . import delivery_tasks, k8s_executor  # noqa: F401
+        # The webhook task module (not named tasks.py, so autodiscovery skips it),
+        # which also connects the repository cache's save signals.
+        from . import (  # noqa: F401
+            delivery_tasks,
+            hook_tasks,  # noqa: F401
+            k8s_executor,
+        )
 
         k8s_executor.register()

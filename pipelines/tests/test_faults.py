@@ -115,11 +115,11 @@ def _finishes_within(run_id: int, seconds: float) -> bool:
 
 
 def test_duplicate_webhook_deliveries_start_exactly_one_run_each(
-    tmp_path, asgi_server, settings
+    tmp_path, asgi_server, workers, settings
 ) -> None:
     """Promise: 200 deliveries, every one sent twice at about the same moment
-    (100 unique delivery ids), start exactly one run per unique delivery; the
-    duplicates are answered 200 "duplicate", never 5xx, and recorded."""
+    (100 unique delivery ids), start exactly one run per unique delivery on the
+    workers; the duplicates are answered 200 "duplicate", never 5xx, and recorded."""
     settings.SLIPWAY = {**settings.SLIPWAY, "RATELIMIT_HOOKS": "0"}
     git = GitRepo(tmp_path / "hooks")
     sha = git.commit({"README.md": "no pipeline: the runs end at once"})
@@ -146,10 +146,17 @@ def test_duplicate_webhook_deliveries_start_exactly_one_run_each(
     with ThreadPoolExecutor(8) as pool:
         codes = Counter(pool.map(post, requests))
     assert codes == {201: 100, 200: 100}, codes
-    assert Run.objects.filter(repository=repository).count() == 100
     created = WebhookDelivery.objects.filter(
         repository=repository, outcome=WebhookDelivery.Outcome.CREATED
     )
+    # The workers start the queued runs; wait until every created delivery has one.
+    wait_for(
+        lambda: not created.filter(run=None).exists(),
+        120,
+        0.2,
+        "the workers to start every queued run",
+    )
+    assert Run.objects.filter(repository=repository).count() == 100
     assert sorted(created.values_list("delivery_id", flat=True)) == sorted(ids)
     assert created.exclude(run=None).values("run").distinct().count() == 100
     assert (

@@ -3,6 +3,10 @@
 Every test pushes real commits to a bare "origin" repository, builds the request the
 forge would send for that push (``webhooks.testing.signed_request``, from the forges'
 documented payloads, with the real shas) and posts it to ``/hooks/<forge>/<name>/``.
+
+The endpoint records the delivery and queues its run on the real broker; no worker
+runs here, so ``start_queued_runs`` takes those messages from the broker and runs
+them as a worker would (test_webhook_endpoint_live runs real workers).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.test import Client
+from django.test import Client, TestCase
 
 from config.celery import app as celery_app
-from pipelines import hooks, services
+from core.models import AuditEvent
+from pipelines import hook_tasks, hooks, services
 from pipelines.models import Repository, Run, WebhookDelivery
 from pipelines.webhooks import ZERO_SHA
 from pipelines.webhooks.testing import signed_request
@@ -90,17 +95,25 @@ def post(
     client: Client, forge: str, name: str, headers: dict[str, str], body: bytes
 ) -> tuple[int, dict[str, object]]:
     extra = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-    response = client.post(
-        f"/hooks/{forge}/{name}/",
-        data=body,
-        content_type=headers.get("Content-Type", "application/json"),
-        headers=extra,
-    )
+    # The run is queued after the delivery's commit; inside a test's transaction,
+    # run those callbacks as the commit would.
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = client.post(
+            f"/hooks/{forge}/{name}/",
+            data=body,
+            content_type=headers.get("Content-Type", "application/json"),
+            headers=extra,
+        )
     try:
         answer = json.loads(response.content)
     except ValueError:
         answer = {"raw": response.content.decode(errors="replace")}
     return response.status_code, answer
+
+
+def start_queued_runs() -> int:
+    """Run the queued create_webhook_runs messages as a worker would."""
+    return hook_tasks.run_queued()
 
 
 def send(
@@ -132,8 +145,15 @@ def test_github_push_starts_one_run_on_the_pushed_commit(client, origin) -> None
         delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958",
     )
     assert status == 201, answer
+    assert answer == {
+        "status": "created",
+        "reason": "run queued",
+        "delivery": WebhookDelivery.objects.get().pk,
+    }
+    # The request only queued the run: nothing exists until a worker starts it.
+    assert not Run.objects.exists()
+    assert start_queued_runs() == 1
     run = Run.objects.get()
-    assert answer["run"] == run.pk
     assert (run.trigger, run.ref, run.branch, run.tag) == (
         "push",
         "refs/heads/main",
@@ -148,6 +168,9 @@ def test_github_push_starts_one_run_on_the_pushed_commit(client, origin) -> None
         201,
         run,
     )
+    assert delivery.reason == f"run #{run.number} created"
+    # The run was audited with its source, as every run is.
+    assert AuditEvent.objects.get(action="run.trigger").source == "webhook"
     assert delivery.delivery_id == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     assert delivery.event == "push" and delivery.forge == "github"
     # The stored headers never keep the signature.
@@ -170,6 +193,7 @@ def test_github_tag_push_starts_a_tag_run(client, origin) -> None:
         client, repository, event="tag", ref="refs/tags/v1.0.0", after=sha
     )
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert (run.trigger, run.ref, run.branch, run.tag, run.commit_sha) == (
         "tag",
@@ -193,6 +217,7 @@ def test_github_annotated_tag_runs_on_the_tagged_commit(client, origin) -> None:
         client, repository, event="tag", ref="refs/tags/v2.0.0", after=tag_object
     )
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     services.start_run(run.pk)
     run.refresh_from_db()
@@ -215,6 +240,7 @@ def test_github_pull_request_runs_the_head_of_the_source_branch(client, origin) 
         target_branch="main",
     )
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert (run.trigger, run.branch, run.commit_sha) == (
         "merge_request",
@@ -253,6 +279,7 @@ def test_github_pull_request_synchronize_and_form_encoded_push(client, origin) -
         form_encoded=True,
     )
     assert status == 201
+    assert start_queued_runs() == 2
     runs = list(Run.objects.order_by("pk"))
     assert [(r.trigger, r.branch, r.commit_sha, r.before_sha) for r in runs] == [
         ("merge_request", "fix", second, first),
@@ -286,6 +313,7 @@ def test_gitlab_push_tag_and_merge_request_hooks(client, origin) -> None:
         )[0]
         == 201
     )
+    assert start_queued_runs() == 3
     runs = [
         (r.trigger, r.ref, r.branch, r.tag, r.commit_sha)
         for r in Run.objects.order_by("pk")
@@ -326,6 +354,7 @@ def test_gitea_and_forgejo_push(client, origin, forge) -> None:
         delivery_id=f"{forge}-delivery-1",
     )
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert (run.trigger, run.branch, run.commit_sha) == ("push", "main", after)
     delivery = WebhookDelivery.objects.get()
@@ -346,6 +375,7 @@ def test_generic_trigger_with_variables(client, origin) -> None:
         delivery_id="gen-1",
     )
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert (run.trigger, run.branch, run.commit_sha, run.variables) == (
         "webhook",
@@ -442,6 +472,7 @@ def test_replayed_delivery_answers_duplicate_and_starts_nothing(client, origin) 
             "delivery": second[1]["delivery"],
         },
     )
+    assert start_queued_runs() == 1
     assert Run.objects.count() == 1
     assert list(
         WebhookDelivery.objects.order_by("pk").values_list("outcome", flat=True)
@@ -465,6 +496,7 @@ def test_gitlab_retry_with_the_same_idempotency_key_is_a_duplicate(
     retry = {**headers, "X-Gitlab-Webhook-UUID": "another-attempt"}
     status, answer = post(client, "gitlab", repository.name, retry, body)
     assert (status, answer["status"]) == (200, "duplicate")
+    assert start_queued_runs() == 1
     assert Run.objects.count() == 1
 
 
@@ -593,6 +625,7 @@ def test_push_to_a_filtered_branch_is_recorded_ignored_with_the_reason(
     origin.work.git("checkout", "-q", "-b", "release/1.2")
     origin.push("release/1.2")
     assert send(client, repository, ref="refs/heads/release/1.2", after=sha)[0] == 201
+    assert start_queued_runs() == 1
 
 
 @pytest.mark.django_db
@@ -643,6 +676,7 @@ def test_hostile_but_signed_fields_never_fail_the_request(client, origin) -> Non
     headers["X-Extra"] = "value"
     status, answer = post(client, "github", repository.name, headers, body)
     assert status == 201, answer
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert "\x00" not in run.commit_message and len(run.commit_author) == 200
 
@@ -652,6 +686,7 @@ def test_hostile_but_signed_fields_never_fail_the_request(client, origin) -> Non
     headers["X-GitHub-Delivery"] = "long-ref"
     status, answer = post(client, "github", repository.name, headers, body)
     assert (status, answer["status"]) == (200, "ignored"), answer
+    assert start_queued_runs() == 0
     assert Run.objects.count() == 1
 
 
@@ -690,6 +725,7 @@ def test_ten_concurrent_redeliveries_start_exactly_one_run(origin, purge_queue) 
     headers, body = _github_push(origin, repository, delivery_id="raced")
     statuses = _post_concurrently(repository, headers, body, 10)
     assert sorted(statuses) == [200] * 9 + [201]
+    assert start_queued_runs() == 1
     assert Run.objects.count() == 1
     outcomes = sorted(WebhookDelivery.objects.values_list("outcome", flat=True))
     assert outcomes == ["created"] + ["duplicate"] * 9
@@ -699,16 +735,17 @@ def test_ten_concurrent_redeliveries_start_exactly_one_run(origin, purge_queue) 
 def test_unique_constraint_wins_when_every_request_passes_the_check(
     origin, monkeypatch, purge_queue
 ) -> None:
-    # Make the race certain: every request believes the delivery is new, so only
-    # the database's unique (repository, delivery_id) row can stop the others.
-    monkeypatch.setattr(hooks, "_seen", lambda repository, delivery_id: False)
+    # Make the race certain: every request believes the delivery is new (as when
+    # Redis lost its keys), so only the database's unique (repository, delivery_id)
+    # row can stop the others.
+    monkeypatch.setattr(hooks, "gate", lambda pending, version: hooks.NEW)
     repository = make_repository(origin, "github")
     headers, body = _github_push(origin, repository, delivery_id="raced-2")
     statuses = _post_concurrently(repository, headers, body, 10)
     assert sorted(statuses) == [200] * 9 + [201]
-    assert Run.objects.count() == 1
+    assert start_queued_runs() == 1
     run = Run.objects.get()
-    assert run.number == 1  # The losers' runs rolled back, numbers included.
+    assert run.number == 1  # Only the winner's run was ever queued.
     assert (
         WebhookDelivery.objects.filter(outcome="duplicate", run__isnull=True).count()
         == 9

@@ -1,6 +1,7 @@
 """The webhook endpoint through the real ASGI server (uvicorn) with httpx.
 
-Covers what the Django test client cannot: real HTTP framing (Content-Length, chunked
+Covers what the Django test client cannot: the ASGI route that serves webhooks in
+front of Django (``hook_views.HookApp``), real HTTP framing (Content-Length, chunked
 bodies), and a delivery running end to end on real Celery workers with the commit
 status reported back to a (local) forge.
 """
@@ -23,6 +24,7 @@ from .test_webhook_endpoint import (  # noqa: F401 - purge_queue is a fixture.
     Origin,
     make_repository,
     purge_queue,
+    start_queued_runs,
 )
 from .waiting import wait_for
 
@@ -68,8 +70,17 @@ def test_github_push_through_uvicorn_starts_one_run(asgi_server, origin) -> None
         again = http.post(url, content=body, headers=headers)
     assert first.status_code == 201, first.text
     assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+    # Answered like Django's pages: JSON, with the security headers.
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-content-type-options"] == "nosniff"
+    assert start_queued_runs() == 1
     run = Run.objects.get()
     assert (run.branch, run.commit_sha, run.before_sha) == ("main", after, before)
+    delivery = WebhookDelivery.objects.get(outcome="created")
+    assert delivery.pk == first.json()["delivery"]
+    assert (delivery.run, delivery.reason) == (run, f"run #{run.number} created")
+    assert delivery.headers["X-Hub-Signature-256"] == "[redacted]"
+    assert delivery.duration_ms > 0
 
 
 @pytest.mark.usefixtures("purge_queue")
@@ -124,7 +135,74 @@ def test_ten_concurrent_redeliveries_through_uvicorn_start_one_run(
     for thread in threads:
         thread.join(60)
     assert sorted(statuses) == [200] * 9 + [201]
+    assert start_queued_runs() == 1
     assert Run.objects.count() == 1
+
+
+@pytest.mark.usefixtures("purge_queue")
+def test_rotated_secret_refuses_the_old_signature_at_once(asgi_server, origin) -> None:
+    # The route caches repositories; a save must reach it before the next delivery.
+    repository = make_repository(origin, "github")
+    url = f"{asgi_server.url}/hooks/github/{repository.name}/"
+
+    def deliver(delivery_id: str) -> httpx.Response:
+        headers, body = signed_request(
+            "github",
+            SECRET,
+            after=origin.sha("main"),
+            repo_url=repository.clone_url,
+            delivery_id=delivery_id,
+        )
+        return httpx.post(url, content=body, headers=headers, timeout=10)
+
+    assert deliver("before-rotation").status_code == 201
+    repository.webhook_secret = "a-new-secret"
+    repository.save()
+    refused = deliver("after-rotation")
+    assert refused.status_code == 401, refused.text
+    rejected = WebhookDelivery.objects.get(outcome="rejected")
+    assert (rejected.status_code, rejected.delivery_id) == (401, None)
+
+
+@pytest.mark.usefixtures("purge_queue")
+def test_unknown_repository_bad_host_and_get_through_uvicorn(
+    asgi_server, origin
+) -> None:
+    repository = make_repository(origin, "github")
+    headers, body = signed_request(
+        "github", SECRET, after=origin.sha("main"), repo_url=repository.clone_url
+    )
+    with httpx.Client(timeout=10) as http:
+        missing = http.post(
+            f"{asgi_server.url}/hooks/github/nothing/", content=body, headers=headers
+        )
+        bad_host = http.post(
+            f"{asgi_server.url}/hooks/github/{repository.name}/",
+            content=body,
+            headers={**headers, "Host": "evil.example"},
+        )
+        # Everything but a POST is Django's: the view allows only POST.
+        got = http.get(f"{asgi_server.url}/hooks/github/{repository.name}/")
+    assert missing.status_code == 404
+    assert bad_host.status_code == 400
+    assert got.status_code == 405
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.usefixtures("purge_queue")
+def test_hooks_are_rate_limited_per_address_through_uvicorn(
+    asgi_server, origin, settings
+) -> None:
+    settings.SLIPWAY = {**settings.SLIPWAY, "RATELIMIT_HOOKS": "3/min"}
+    repository = make_repository(origin, "github")
+    url = f"{asgi_server.url}/hooks/github/{repository.name}/"
+    with httpx.Client(timeout=10) as http:
+        statuses = [http.post(url, content=b"{}").status_code for _ in range(3)]
+        refused = http.post(url, content=b"{}")
+    assert 429 not in statuses
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 61
+    assert refused.json()["error"]["code"] == "throttled"
 
 
 @pytest.mark.slow

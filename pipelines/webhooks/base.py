@@ -22,7 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -187,12 +187,51 @@ def _normalise_header_name(name: str) -> str:
     return key
 
 
+class Headers(Mapping[str, str]):
+    """Request headers indexed once by normalised name, for repeated ``header`` calls.
+
+    A forge module looks up several headers per request; ``header`` on a plain
+    mapping normalises every name on each lookup. Wrap the mapping once with this
+    class and each lookup is a dictionary access, with the same answers (including
+    the refusal of a header given twice with different values).
+    """
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = dict(headers)
+        self._index: dict[str, list[object]] = {}
+        for key, value in self._headers.items():
+            if isinstance(key, str):
+                self._index.setdefault(_normalise_header_name(key), []).append(value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._headers[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def lookup(self, name: str) -> list[object]:
+        """Return every value given for ``name`` (case-insensitive, any spelling)."""
+        return self._index.get(_normalise_header_name(name), [])
+
+
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """Return the value of header ``name`` (case-insensitive), or ``None``.
 
     Raise :class:`BadPayload` when the mapping holds the header twice, spelled
     differently, with different values: a request must not smuggle a second signature.
     """
+    if isinstance(headers, Headers):
+        values = headers.lookup(name)
+        if not values:
+            return None
+        if any(not isinstance(value, str) for value in values):
+            raise BadPayload(f"header {name} is not text")
+        if any(value != values[0] for value in values):
+            raise BadPayload(f"header {name} is given twice with different values")
+        return str(values[0])
     wanted = _normalise_header_name(name)
     found: str | None = None
     for key, value in headers.items():
