@@ -277,10 +277,14 @@ def _create_jobs(run: Run, pipeline: spec.Pipeline, context: spec.RuleContext) -
     with transaction.atomic():
         if Stage.objects.filter(run=run).exists():
             return
-        stages = {
-            name: Stage.objects.create(run=run, name=name, index=index)
-            for index, name in enumerate(pipeline.stages)
-        }
+        # One INSERT for all stages (PostgreSQL and SQLite return the new ids).
+        created = Stage.objects.bulk_create(
+            [
+                Stage(run=run, name=name, index=index)
+                for index, name in enumerate(pipeline.stages)
+            ]
+        )
+        stages = {stage.name: stage for stage in created}
         jobs = []
         protected = delivery.protected_environments(run.repository_id)
         for job_spec in pipeline.jobs:
@@ -816,6 +820,15 @@ def finish_job(job_id: int, status: str, **fields: Any) -> bool:
 
 
 ADVANCE_PENDING_SECONDS = 60
+_shared_redis: dict[int, Any] = {}
+
+
+def _redis() -> Any:
+    """Return this process's pooled Redis client (a connection per call cost ~1 ms)."""
+    client = _shared_redis.get(os.getpid())
+    if client is None:
+        client = _shared_redis[os.getpid()] = logs.redis_client()
+    return client
 
 
 def advance_key(run_id: int) -> str:
@@ -836,13 +849,9 @@ def queue_advance(run_id: int) -> None:
 
     def send() -> None:
         try:
-            client = logs.redis_client()
-            try:
-                first = client.set(
-                    advance_key(run_id), "1", nx=True, ex=ADVANCE_PENDING_SECONDS
-                )
-            finally:
-                client.close()
+            first = _redis().set(
+                advance_key(run_id), "1", nx=True, ex=ADVANCE_PENDING_SECONDS
+            )
         except RedisError:
             first = True  # Cannot coalesce: queue it anyway.
         if first:
@@ -854,11 +863,7 @@ def queue_advance(run_id: int) -> None:
 def advance_started(run_id: int) -> None:
     """Let the next finishing job queue an advance (see :func:`queue_advance`)."""
     try:
-        client = logs.redis_client()
-        try:
-            client.delete(advance_key(run_id))
-        finally:
-            client.close()
+        _redis().delete(advance_key(run_id))
     except RedisError:
         pass  # The key expires on its own.
 
