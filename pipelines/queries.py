@@ -590,7 +590,18 @@ def clusters_health(limit: int = 12) -> list[ClusterHealth] | None:
     except ImportError:
         return None
     try:
-        rows = list(Cluster.objects.order_by("name")[:limit])
+        # Only what the card shows: the credentials are encrypted and would each be
+        # decrypted on load.
+        rows = list(
+            Cluster.objects.only(
+                "id",
+                "name",
+                "reachable",
+                "server_version",
+                "last_seen_at",
+                "last_error",
+            ).order_by("name")[:limit]
+        )
     except Exception as exc:  # A migration may not have run yet.
         log.info("clusters unavailable: %s", exc)
         return None

@@ -155,6 +155,46 @@ def run_rows(runs: Iterable[Any], show_repository: bool = False) -> SafeString:
     )
 
 
+# One item of the overview's activity feed (static/js/dashboard.js adds new ones
+# with the same markup as runs start and finish).
+FEED_ITEM = """<li class="feed-item" data-run-id="{id}">
+  <span class="dot status-{status}" data-status-for="run-{id}"></span>
+  <div class="feed-body">
+    <a href="{url}">{repository} #{number}</a> <span class="muted">{status}</span>
+    <div class="truncate small" title="{title}">{summary}</div>
+    <div class="feed-meta">{branch}<time data-relative datetime="{created_iso}">{created}</time></div>
+  </div>
+</li>
+"""
+
+
+@register.simple_tag
+def activity_items(runs: Iterable[Any]) -> SafeString:
+    """Render the activity feed's ``<li>`` of each run."""
+    row = _Row(show_repository=True)
+    items = []
+    for run in runs:
+        created_iso, created = row.when(run.created_at)
+        title = run.commit_title
+        items.append(
+            FEED_ITEM.format(
+                id=run.pk,
+                status=escape(run.status),
+                url=escape(row.run_url(run.pk)),
+                repository=escape(run.repository.name),
+                number=run.number,
+                title=escape(title),
+                summary=escape(title or run.ref),
+                branch=f'<span class="pill pill-branch">{escape(truncate(run.branch, 24))}</span>'
+                if run.branch
+                else "",
+                created_iso=created_iso,
+                created=created,
+            )
+        )
+    return mark_safe("".join(items))  # noqa: S308 - every value in an item is escaped.
+
+
 # The buttons of a job, for developers: the JavaScript shows the one that fits the
 # job's live status (data-visible-statuses) and hides the others.
 JOB_ACTIONS = """<form method="post" action="{play}" class="sw-inline-form" data-visible-for="job-{id}" data-visible-statuses="manual"{play_hidden}>{csrf}<input type="hidden" name="next" value="{next}"><button class="btn btn-sm{primary}" type="submit" title="Start this manual job">▶ Run</button></form>
