@@ -61,7 +61,7 @@ def webhook_to_job_start(stack: Stack, results: Results, *, triggers: int) -> No
                 raise RuntimeError(
                     f"webhook answered {response.status_code}: {response.text}"
                 )
-            run_id = response.json()["run"]
+            run_id = _run_of(response.json())
             marker = starts / str(run_id)
             wait_for(
                 lambda m=marker: m.exists() and m.read_text().strip(),
@@ -101,6 +101,29 @@ def webhook_to_job_start(stack: Stack, results: Results, *, triggers: int) -> No
                 "job_claimed_p50_ms": percentile(claims, 50) * 1000,
             },
         )
+    )
+
+
+def _run_of(answer: dict) -> int:
+    """Return the run a webhook answer started (bounded wait when it was queued).
+
+    The webhook answers once the delivery is recorded; a worker task creates the run
+    from it (pipelines.create_webhook_runs), so the answer names the delivery.
+    """
+    from pipelines.models import WebhookDelivery
+
+    if answer.get("run"):
+        return int(answer["run"])
+    delivery = answer["delivery"]
+    return wait_for(
+        lambda: (
+            WebhookDelivery.objects.filter(pk=delivery)
+            .values_list("run_id", flat=True)
+            .first()
+        ),
+        30,
+        0.002,
+        f"delivery {delivery}'s run",
     )
 
 

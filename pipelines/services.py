@@ -32,7 +32,7 @@ from . import artifacts, delivery, events, logs, workers
 from .engine import plan, spec
 from .engine.executors import ExecSpec, get_executor
 from .git import GitError, Mirror, UnknownCommit, credentials_env
-from .models import Job, Repository, Run, RunCounter, Stage, Variable
+from .models import Artifact, Job, Repository, Run, RunCounter, Stage, Variable
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +128,42 @@ def trigger_run(
         if repository.cancel_superseded and branch:
             _cancel_superseded(run)
         events.run_changed(run)
-        tasks.start_run.delay_on_commit(run.pk)
+        if _starts_inline():
+            _start_after_commit(run.pk)
+        else:
+            tasks.start_run.delay_on_commit(run.pk)
     return run
+
+
+# Tasks that create runs and then start them in the same worker thread, saving a
+# queue hop: a push wants its first job as soon as possible. Schedules and polling
+# still queue start_run, so that many runs created at once start on many workers.
+INLINE_START_TASKS = frozenset({"pipelines.create_webhook_runs"})
+
+
+def _starts_inline() -> bool:
+    from celery import current_task
+
+    # The proxy is falsy outside a task; the task stack is per thread.
+    return bool(current_task) and current_task.name in INLINE_START_TASKS
+
+
+def _start_after_commit(run_id: int) -> None:
+    """After commit, start RUN_ID here; queue start_run if that fails.
+
+    A worker that dies meanwhile leaves the run created without stages, which
+    redispatch_stalled re-sends after STALL_SECONDS, like a lost start_run message.
+    """
+    from . import tasks
+
+    def start() -> None:
+        try:
+            start_run(run_id)
+        except Exception:
+            logger.exception("run %s did not start inline; queueing it", run_id)
+            tasks.start_run.delay(run_id)
+
+    transaction.on_commit(start)
 
 
 def _audit_source(trigger: str) -> str:
@@ -727,8 +761,11 @@ def execute_job(job: Job) -> None:
             # Another machine's worker: its mirror may not have the commit yet.
             mirror.fetch()
             mirror.checkout(run.commit_sha, workspace)
-        for line in artifacts.download_for(job, workspace):
-            writer.write_line(line)
+        # Most runs store no artifacts: one indexed EXISTS instead of loading every
+        # finished sibling job (a 100-job stage read ~100 rows per job).
+        if Artifact.objects.filter(job__run_id=run.pk).exists():
+            for line in artifacts.download_for(job, workspace):
+                writer.write_line(line)
         exec_spec = ExecSpec(
             job_name=job.name,
             script=tuple(job_spec.get("script", ())),
