@@ -61,8 +61,10 @@ COMPACT_CHARS = 4 * 1024 * 1024
 COMPACT_SMALL_LINES = PERSIST_LINES // 2
 # Chunk rows (id and sizes only) read per query while planning a compaction.
 COMPACT_WINDOW = 1000
-# The timestamp in front of every stored line ("1764038000.123 ").
+# The timestamp in front of every stored line ("1764038000.123 ", or " " when it is
+# the previous line's).
 _STAMP = re.compile(r"^[^ \n]* ", re.MULTILINE)
+_STAMPED = re.compile(r"^([^ \n]+) ", re.MULTILINE)
 
 
 def redis_client() -> Redis:
@@ -84,12 +86,17 @@ def encode_chunk(lines: Sequence[LogLine]) -> str:
 
 
 def encode_runs(runs: Iterable[Run]) -> str:
-    """Return the stored form of RUNS, without a per-line Python step."""
+    """Return the stored form of RUNS, without a per-line Python step.
+
+    A line with the timestamp of the line before it is stored as ``" <text>"`` (an
+    empty timestamp): a fast job's lines share a few timestamps, and writing each
+    one out would triple what the database stores for a short line. The first line
+    of every batch, hence of every chunk, carries its timestamp.
+    """
     pieces = []
     for stamp, texts in runs:
         if texts:
-            prefix = f"{stamp:.3f} "
-            pieces.append(prefix + ("\n" + prefix).join(texts))
+            pieces.append(f"{stamp:.3f} " + "\n ".join(texts))
     return "\n".join(pieces)
 
 
@@ -118,20 +125,41 @@ def encode_payload(first: int, runs: Iterable[Run]) -> str:
 
 def decode_chunk(first_line: int, data: str) -> Iterator[Line]:
     """Yield (number, timestamp, text) for a stored chunk."""
+    last = 0.0
     for offset, raw in enumerate(data.split("\n")):
         stamp, _, text = raw.partition(" ")
-        yield first_line + offset, float(stamp), text
+        if stamp:
+            last = float(stamp)
+        yield first_line + offset, last, text
+
+
+def _stamps(data: str, count: int) -> list[float]:
+    """Return the timestamp of each of the COUNT lines of a stored chunk.
+
+    Only the lines that carry one (the first of each run) cost a Python step; the
+    runs between them are filled by list repetition.
+    """
+    stamps: list[float] = []
+    current = 0.0
+    line = pos = 0
+    for match in _STAMPED.finditer(data):
+        line += data.count("\n", pos, match.start())
+        pos = match.start()
+        stamps += [current] * (line - len(stamps))
+        current = float(match.group(1))
+    stamps += [current] * (count - len(stamps))
+    return stamps
 
 
 def _decode_slice(first_line: int, data: str, start: int, stop: int) -> list[Line]:
-    """Return lines START..STOP-1 (offsets in the chunk) without a Python loop."""
-    parts = data.split("\n")[start:stop]
-    split = list(map(str.partition, parts, repeat(" ")))
+    """Return lines START..STOP-1 (offsets in the chunk), in bulk."""
+    parts = data.split("\n")
+    texts = list(map(itemgetter(2), map(str.partition, parts[start:stop], repeat(" "))))
     return list(
         zip(
-            range(first_line + start, first_line + start + len(parts)),
-            map(float, map(itemgetter(0), split)),
-            map(itemgetter(2), split),
+            range(first_line + start, first_line + start + len(texts)),
+            _stamps(data, len(parts))[start:stop],
+            texts,
             strict=True,
         )
     )
@@ -391,20 +419,28 @@ def _groups(
 def read_lines(job: Job | int, after: int = 0, limit: int = 5000) -> list[Line]:
     """Return up to LIMIT stored lines numbered above AFTER, in order.
 
-    Reads only the chunks it needs, two at a time, and decodes only the lines it
-    returns: a reader paging through a huge log uses little memory per call.
+    Reads only the chunks it needs, two per query (one round trip for a usual
+    page), and decodes only the lines it returns: a reader paging through a huge log
+    uses little memory and time per call.
     """
     job_id = job if isinstance(job, int) else job.pk
-    result: list[Line] = []
     chunks = (
-        LogChunk.objects.filter(job_id=job_id, last_line__gt=after)
+        LogChunk.objects.filter(job_id=job_id)
         .order_by("first_line")
         .values_list("first_line", "data")
     )
-    for first_line, data in chunks.iterator(chunk_size=2):
-        start = max(0, after + 1 - first_line)
-        result += _decode_slice(first_line, data, start, start + limit - len(result))
-        if len(result) >= limit:
+    result: list[Line] = []
+    while len(result) < limit:
+        rows = list(chunks.filter(last_line__gt=after)[:2])
+        for first_line, data in rows:
+            start = max(0, after + 1 - first_line)
+            result += _decode_slice(
+                first_line, data, start, start + limit - len(result)
+            )
+            after = result[-1][0]
+            if len(result) >= limit:
+                break
+        if len(rows) < 2:
             break
     return result
 

@@ -20,6 +20,7 @@ Contract of `Executor.run(spec, output, cancel)`:
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ __all__ = [
     "ExecResult",
     "Executor",
     "OutputFn",
+    "CHUNK_QUEUE_SIZE",
+    "put_chunk",
+    "take_chunks",
     "get_executor",
     "register_executor",
     "executor_names",
@@ -39,6 +43,51 @@ __all__ = [
 AFTER_SCRIPT_TIMEOUT = 300
 
 OutputFn = Callable[[bytes], None]
+
+# Executors whose output arrives on a reader thread hand it over through a queue of
+# at most this many chunks: a reader ahead of the log sink waits instead of
+# buffering the whole log in the worker's memory.
+CHUNK_QUEUE_SIZE = 256
+# At most this many queued bytes are joined into one `output` call.
+TAKE_LIMIT = 1024 * 1024
+
+
+def put_chunk(
+    chunks: queue.Queue[bytes | None], item: bytes | None, stop: threading.Event
+) -> bool:
+    """Queue ITEM, waiting while the queue is full; give up once STOP is set.
+
+    Return whether ITEM was queued. The caller sets STOP when it stops reading, so a
+    reader thread never blocks forever on a queue nobody empties.
+    """
+    while not stop.is_set():
+        try:
+            chunks.put(item, timeout=0.5)
+        except queue.Full:
+            continue
+        return True
+    return False
+
+
+def take_chunks(chunks: queue.Queue[bytes | None], first: bytes) -> tuple[bytes, bool]:
+    """Return FIRST joined with the chunks queued behind it, and whether the end
+    marker (None) was among them.
+
+    Many small chunks (a container log arrives a write at a time) become one call
+    of the log sink, which costs per call, not per byte.
+    """
+    parts = [first]
+    size = len(first)
+    while size < TAKE_LIMIT:
+        try:
+            item = chunks.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return b"".join(parts), True
+        parts.append(item)
+        size += len(item)
+    return b"".join(parts), False
 
 
 @dataclass(frozen=True)

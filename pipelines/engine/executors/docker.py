@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import AFTER_SCRIPT_TIMEOUT, ExecResult, ExecSpec, OutputFn
+from .base import (
+    AFTER_SCRIPT_TIMEOUT,
+    CHUNK_QUEUE_SIZE,
+    ExecResult,
+    ExecSpec,
+    OutputFn,
+    put_chunk,
+    take_chunks,
+)
 from .shell import render_script
 
 __all__ = ["DockerExecutor"]
@@ -171,7 +179,8 @@ class DockerExecutor:
             tty=False,
             detach=True,
         )
-        chunks: queue.Queue[bytes | None] = queue.Queue()
+        chunks: queue.Queue[bytes | None] = queue.Queue(CHUNK_QUEUE_SIZE)
+        reading = threading.Event()  # Set once this thread stops reading `chunks`.
 
         def pump() -> None:
             # The SDK's log stream blocks; a thread turns it into a queue so the calling
@@ -180,11 +189,12 @@ class DockerExecutor:
                 for chunk in container.logs(
                     stream=True, follow=True, stdout=True, stderr=True
                 ):
-                    chunks.put(bytes(chunk))
+                    if not put_chunk(chunks, bytes(chunk), reading):
+                        return
             except Exception:  # noqa: BLE001, S110 - the container went away.
                 pass
             finally:
-                chunks.put(None)
+                put_chunk(chunks, None, reading)
 
         stopped: str | None = None
         try:
@@ -207,7 +217,10 @@ class DockerExecutor:
                     continue
                 if chunk is None:
                     break
-                output(chunk)
+                data, ended = take_chunks(chunks, chunk)
+                output(data)
+                if ended:
+                    break
             if stopped:
                 container.kill()
             result = container.wait(timeout=30)
@@ -220,8 +233,12 @@ class DockerExecutor:
                     continue
                 if chunk is None:
                     break
-                output(chunk)
+                data, ended = take_chunks(chunks, chunk)
+                output(data)
+                if ended:
+                    break
         finally:
+            reading.set()
             try:
                 container.remove(force=True)
             except Exception:  # noqa: BLE001, S110 - already gone.

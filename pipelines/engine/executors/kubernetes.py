@@ -28,7 +28,14 @@ from typing import Any, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from .base import ExecResult, ExecSpec, OutputFn
+from .base import (
+    CHUNK_QUEUE_SIZE,
+    ExecResult,
+    ExecSpec,
+    OutputFn,
+    put_chunk,
+    take_chunks,
+)
 from .shell import render_script
 
 __all__ = ["KubernetesExecutor", "pod_manifest"]
@@ -246,7 +253,25 @@ class KubernetesExecutor:
         output: OutputFn,
         cancel: threading.Event,
     ) -> tuple[str, int | None, str]:
-        chunks: queue.Queue[bytes | None] = queue.Queue()
+        reading = threading.Event()  # Set once we stop reading the log queue.
+        try:
+            return self._follow_loop(
+                core, name, deadline, timeout, output, cancel, reading
+            )
+        finally:
+            reading.set()
+
+    def _follow_loop(
+        self,
+        core: k8s.CoreV1Api,
+        name: str,
+        deadline: float,
+        timeout: int,
+        output: OutputFn,
+        cancel: threading.Event,
+        reading: threading.Event,
+    ) -> tuple[str, int | None, str]:
+        chunks: queue.Queue[bytes | None] = queue.Queue(CHUNK_QUEUE_SIZE)
         holder: dict[str, Any] = {}
         reader: threading.Thread | None = None
         next_poll = 0.0
@@ -272,7 +297,7 @@ class KubernetesExecutor:
                 elif reader is None:
                     reader = threading.Thread(
                         target=self._pump,
-                        args=(core, name, chunks, holder, timeout),
+                        args=(core, name, chunks, holder, timeout, reading),
                         name=f"k8s-logs-{name}",
                         daemon=True,
                     )
@@ -287,10 +312,13 @@ class KubernetesExecutor:
             except queue.Empty:
                 continue
             if chunk is None:
+                ended = True
+            else:
+                data, ended = take_chunks(chunks, chunk)
+                output(data)
+            if ended:
                 eof = True
                 next_poll = 0.0  # The log ended: the container did, or soon will.
-                continue
-            output(chunk)
         code = _exit_code(pod)
         if code is None:
             code = 0 if phase == "Succeeded" else 1
@@ -306,6 +334,7 @@ class KubernetesExecutor:
         chunks: queue.Queue[bytes | None],
         holder: dict[str, Any],
         timeout: int,
+        reading: threading.Event,
     ) -> None:
         # The client's log stream blocks; a thread turns it into a queue so the
         # calling thread can watch cancel and the deadline, and call `output` itself.
@@ -320,13 +349,13 @@ class KubernetesExecutor:
                 _request_timeout=(REQUEST_TIMEOUT[0], timeout + 60),
             )
             holder["resp"] = resp
-            for chunk in cast(Any, resp).stream(4096):
-                if chunk:
-                    chunks.put(bytes(chunk))
+            for chunk in cast(Any, resp).stream(65536):
+                if chunk and not put_chunk(chunks, bytes(chunk), reading):
+                    return
         except Exception as exc:  # noqa: BLE001 - the pod went away or the stream broke.
             holder["error"] = exc
         finally:
-            chunks.put(None)
+            put_chunk(chunks, None, reading)
 
     def _delete(
         self, core: k8s.CoreV1Api, name: str, secret: str, *, now: bool = False
