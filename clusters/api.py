@@ -29,7 +29,7 @@ from core.api_views import ApiViewSet
 
 from . import services, snapshot
 from .models import Cluster
-from .monitor import WATCHED
+from .projection import PROJECTIONS as WATCHED  # The kinds the monitor keeps.
 from .serializers import (
     ActionResultSerializer,
     ClusterObjectSerializer,

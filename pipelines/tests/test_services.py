@@ -11,6 +11,9 @@ from .gitrepo import GitRepo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# The real one, before the autouse fixture below replaces it for every test.
+REAL_QUEUE_ADVANCE = services.queue_advance
+
 
 @pytest.fixture(autouse=True)
 def no_queue(monkeypatch) -> None:
@@ -190,3 +193,49 @@ def test_job_environment_is_scrubbed_and_predefined(repository, tmp_path) -> Non
     assert env["EXTRA"] == "x-main"
     for leaked in ("SLIPWAY_TEST_LEAK", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
         assert leaked not in env
+
+
+def test_finishing_jobs_queue_one_advance_until_it_begins(
+    repository, monkeypatch
+) -> None:
+    """A stage of many jobs asks for one advance_run at a time (Redis SET NX)."""
+    from django.db import transaction
+
+    from pipelines import tasks
+
+    run = started(repository)
+    sent: list[tuple[int, ...]] = []
+    monkeypatch.setattr(
+        tasks.advance_run, "apply_async", lambda args, **kw: sent.append(args)
+    )
+    services.advance_started(run.pk)  # No key left from an earlier test.
+    with transaction.atomic():
+        REAL_QUEUE_ADVANCE(run.pk)
+        assert sent == []  # Only after commit: the task must see the new rows.
+    REAL_QUEUE_ADVANCE(run.pk)
+    REAL_QUEUE_ADVANCE(run.pk)
+    assert sent == [(run.pk,)]
+    # The task has begun (it clears the key before reading): the next finish queues.
+    services.advance_started(run.pk)
+    REAL_QUEUE_ADVANCE(run.pk)
+    assert sent == [(run.pk,), (run.pk,)]
+    services.advance_started(run.pk)
+
+
+def test_stage_status_follows_the_jobs_advance_run_read(repository) -> None:
+    run = started(repository)
+    stages = {s.name: s for s in run.stages.all()}
+    assert stages["build"].status == "running"
+    assert stages["test"].status == "running"  # lint (needs: []) is pending.
+    jobs = jobs_of(run)
+    complete(jobs["build"])
+    complete(jobs["lint"])
+    services.advance_run(run.pk)
+    stages = {s.name: s for s in run.stages.all()}
+    assert stages["build"].status == "success"
+    assert stages["test"].status == "running"
+    complete(jobs_of(run)["test"])
+    services.advance_run(run.pk)
+    stages = {s.name: s for s in run.stages.all()}
+    assert stages["test"].status == "success"
+    assert stages["deploy"].status != "created"  # gate became manual, docs skipped.
