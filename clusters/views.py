@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from functools import wraps
 from typing import Any
 from urllib.parse import quote
 
@@ -19,8 +18,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from core import audit
-from core.roles import has_role
+from core import audit, roles
 
 from . import kube, services, snapshot
 from .forms import ApplyForm, ClusterForm
@@ -30,19 +28,13 @@ PAGE_SIZE = 100
 View = Callable[..., HttpResponse]
 
 
-def role_required(role: str) -> Callable[[View], View]:
-    """Refuse (403) users below ROLE."""
+# Who may do what is decided by core.roles (global roles and per-cluster grants).
+role_required = roles.role_required
 
-    def decorator(view: View) -> View:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not has_role(request.user, role):
-                raise PermissionDenied(f"This needs the {role} role.")
-            return view(request, *args, **kwargs)
 
-        return wrapper
-
-    return decorator
+def _cluster_scope(kwargs: dict[str, Any]) -> roles.Scope:
+    """The cluster a page is about (its id is in the URL: no query)."""
+    return roles.cluster(kwargs["pk"])
 
 
 def _context(request: HttpRequest, cluster: Cluster, tab: str, **extra: Any) -> dict:
@@ -53,7 +45,8 @@ def _context(request: HttpRequest, cluster: Cluster, tab: str, **extra: Any) -> 
         "state": state,
         "stale": snapshot.is_stale(state),
         "metrics_state": state.get("metrics", "unknown"),
-        "can_act": has_role(request.user, "operator"),
+        "can_act": roles.has_role(request.user, roles.OPERATOR, cluster),
+        "can_admin": roles.has_role(request.user, roles.ADMIN, cluster),
         "live_kinds": extra.pop("live_kinds", ""),
         **extra,
     }
@@ -66,10 +59,10 @@ def _sorted(objs: dict[str, dict]) -> list[dict]:
 # ------------------------------------------------------------------ cluster CRUD
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, roles.ANY)
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List the registered clusters with their health."""
-    clusters = list(Cluster.objects.all())
+    clusters = list(roles.visible(request.user, Cluster.objects.all()))
     r = snapshot.client()
     pipe = r.pipeline(transaction=False)
     for c in clusters:
@@ -93,7 +86,7 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "clusters/cluster_list.html",
-        {"cards": cards, "can_admin": has_role(request.user, "admin")},
+        {"cards": cards, "can_admin": roles.has_role(request.user, roles.ADMIN)},
     )
 
 
@@ -114,20 +107,20 @@ def _save_cluster(request: HttpRequest, cluster: Cluster | None) -> HttpResponse
     )
 
 
-@role_required("admin")
+@role_required(roles.ADMIN)
 def cluster_create(request: HttpRequest) -> HttpResponse:
     """Register a cluster."""
     return _save_cluster(request, None)
 
 
-@role_required("admin")
+@role_required(roles.ADMIN, _cluster_scope)
 def cluster_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a cluster's credentials or settings."""
     return _save_cluster(request, get_object_or_404(Cluster, pk=pk))
 
 
 @require_POST
-@role_required("admin")
+@role_required(roles.ADMIN, _cluster_scope)
 def cluster_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """Forget a cluster (the monitor stops watching it within seconds)."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -139,7 +132,7 @@ def cluster_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@role_required("operator")
+@role_required(roles.OPERATOR, _cluster_scope)
 def cluster_test(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask the cluster for its version and what our identity may do."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -177,7 +170,7 @@ def _control_plane(cluster: Cluster) -> tuple[list[tuple[str, bool]], str]:
     return value
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the cluster's health at a glance."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -244,7 +237,7 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # ------------------------------------------------------------------------ lists
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def node_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List nodes with capacity, allocatable and usage."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -270,7 +263,7 @@ def _page_number(value: str | None) -> int:
         return 1
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List pods, filtered and paginated on the server.
 
@@ -337,7 +330,7 @@ def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def workload_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List deployments, statefulsets and daemonsets."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -362,7 +355,7 @@ def workload_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def service_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List services and ingresses."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -380,7 +373,7 @@ def service_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def storage_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List PersistentVolumes, claims and StorageClasses."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -417,7 +410,7 @@ def _autoscaling_extras(cluster: Cluster) -> dict[str, Any]:
     return value
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def hpa_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List HPAs; show VPA recommendations and Cluster Autoscaler status if present."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -435,7 +428,7 @@ def hpa_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def event_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List events, warnings first, newest first."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -455,7 +448,7 @@ def event_list(request: HttpRequest, pk: int) -> HttpResponse:
 # ------------------------------------------------------------- logs and YAML
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def pod_logs(request: HttpRequest, pk: int, namespace: str, name: str) -> HttpResponse:
     """Show a pod's log; the page follows it by polling ``pod_log_text``."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -475,7 +468,7 @@ def pod_logs(request: HttpRequest, pk: int, namespace: str, name: str) -> HttpRe
     )
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def pod_log_text(
     request: HttpRequest, pk: int, namespace: str, name: str
 ) -> HttpResponse:
@@ -496,7 +489,7 @@ def pod_log_text(
     return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)
 
 
-@role_required("viewer")
+@role_required(roles.VIEWER, _cluster_scope)
 def object_yaml(
     request: HttpRequest, pk: int, kind: str, namespace: str, name: str
 ) -> HttpResponse:
@@ -540,7 +533,7 @@ def _back(request: HttpRequest, cluster: Cluster) -> HttpResponseRedirect:
 
 
 @require_POST
-@role_required("operator")
+@role_required(roles.OPERATOR, _cluster_scope)
 def cluster_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     """Do one action on the cluster (scale, restart, cordon …) and go back."""
     cluster = get_object_or_404(Cluster, pk=pk)
@@ -556,7 +549,7 @@ def cluster_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     return _back(request, cluster)
 
 
-@role_required("operator")
+@role_required(roles.OPERATOR, _cluster_scope)
 def apply_yaml(request: HttpRequest, pk: int) -> HttpResponse:
     """Apply YAML with server-side apply."""
     cluster = get_object_or_404(Cluster, pk=pk)

@@ -276,6 +276,33 @@ def require(
     raise Http404("No such object, or you do not have access to it.")
 
 
+# How a WebSocket consumer refuses (after accepting, so that the browser sees the
+# code; a refused handshake reaches it as a bare HTTP 403). See docs/api.md.
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+def socket_refusal(user: Any, role: str, scope: Scope | str | None) -> int | None:
+    """Return the close code a socket refuses USER with, or None to let them in.
+
+    The rule of ``require`` in close codes: anonymous 4401; no such role anywhere
+    4403; SCOPE None (no such object) or an object the user cannot see 4404; seen
+    but not enough 4403. SCOPE is the object the socket is about, or ``ANY``.
+    """
+    if user is None or not getattr(user, "is_authenticated", False):
+        return CLOSE_UNAUTHENTICATED
+    if not has_role(user, role, ANY):
+        return CLOSE_FORBIDDEN
+    if scope == ANY:
+        return None
+    if scope is None:
+        return CLOSE_NOT_FOUND
+    if has_role(user, role, scope):
+        return None
+    return CLOSE_FORBIDDEN if has_role(user, VIEWER, scope) else CLOSE_NOT_FOUND
+
+
 def role_required(
     role: str, scope: Resolver | str | None = None
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

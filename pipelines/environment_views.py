@@ -42,7 +42,9 @@ def environment_list(request: HttpRequest) -> HttpResponse:
     """List every environment (of the repositories the user sees) and its version."""
     rows = delivery.environment_rows(
         roles.visible(
-            request.user, Environment.objects.order_by("repository__name", "name")
+            request.user,
+            Environment.objects.order_by("repository__name", "name"),
+            "repository",
         )
     )
     return render(
