@@ -99,3 +99,28 @@ def test_rows_carry_no_forms_and_the_actions_template_follows_the_role(
     assert "delete-pod" in page[page.index("<template") :]
     client.force_login(victor)
     assert b"delete-pod" not in client.get(url).content
+
+
+def test_rows_escape_what_the_cluster_sent(client, victor, cluster):
+    snapshot.write_objects(
+        cluster.pk,
+        "pods",
+        {
+            "a/0-odd": {
+                "name": "0-odd",
+                "namespace": "a",
+                "phase": "Pending",
+                "reason": 'Err"<img>',
+                "owner": "Job/<script>x</script>",
+                "created": "2026-01-01T00:00:00Z",
+                "usage": None,
+            }
+        },
+    )
+    client.force_login(victor)
+    body = client.get(reverse("clusters:pods", args=[cluster.pk])).content.decode()
+    row = body[body.index('<tr data-key="a/0-odd">') :].split("</tr>", 1)[0]
+    assert "<script>" not in row and "&lt;script&gt;x&lt;/script&gt;" in row
+    assert "Err&quot;&lt;img&gt;" in row
+    assert f'href="/clusters/{cluster.pk}/yaml/pods/a/0-odd/"' in row
+    assert '<time data-relative datetime="2026-01-01T00:00:00Z">' in row
