@@ -12,14 +12,14 @@ ends or drops, relists on 410 Gone, and backs off exponentially (with jitter) wh
 the API server is unreachable. It keeps only a compact projection per object
 (``clusters.projection``), as its JSON text, writes changes to the Redis snapshot
 (with the pods' index, ``snapshot.stage_changes``) and publishes them to
-``cluster.<id>`` in batches every ~300 ms.
+``cluster.<id>`` in batches every ~300 ms. A probe asks ``/version`` every few
+seconds, so an unreachable cluster is marked within seconds and recovers by itself;
+metrics.k8s.io is sampled when the cluster serves it.
 
 Memory is what bounds the cluster size one monitor can follow: a pod decoded from
 JSON is ~17 kB of Python objects, its projection's text ~0.3 kB. So a list is
 projected page by page as it arrives (raw JSON, never the client's model classes),
-and nothing but projections outlives a page or a watch event. A probe asks ``/version`` every few
-seconds, so an unreachable cluster is marked within seconds and recovers by itself;
-metrics.k8s.io is sampled when the cluster serves it.
+and nothing but projections outlives a page or a watch event.
 
 All API traffic goes through ``kubernetes_asyncio``; clients come from
 ``kube.build_async_client`` (the one place that reads stored credentials).
