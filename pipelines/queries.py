@@ -415,6 +415,59 @@ def _trend_rows(since: datetime, until: datetime | None = None) -> list[TrendRow
     return out
 
 
+def _repositories(ids: set[int]) -> dict[int, tuple[str, datetime]]:
+    """Return the name and creation time of the repositories with IDS."""
+    if not ids:
+        return {}
+    return {
+        pk: (name, created)
+        for pk, name, created in Repository.objects.filter(pk__in=ids).values_list(
+            "pk", "name", "created_at"
+        )
+    }
+
+
+def _window_rows(window: list[date]) -> tuple[list[TrendRow], dict[int, str]]:
+    """Return the trend rows of the days in WINDOW (the last is today) and names.
+
+    The days before today come from a cache of an hour, with the creation time of
+    each repository they count: if one is gone or is another one now (a restored or
+    replaced database), the whole window is counted again.
+    """
+    today = window[-1]
+    zone = timezone.get_current_timezone_name()
+    past_key = f"pipelines:trend-days:{zone}:{window[0]}:{today}"
+    cached = _cache_get(past_key)
+    if cached is not None:
+        current = _trend_rows(_day_start(today))
+        repositories = _repositories(
+            {row[0] for row in cached["rows"]} | {row[0] for row in current}
+        )
+        if all(
+            repositories.get(pk, ("", None))[1] == created
+            for pk, created in cached["repositories"].items()
+        ):
+            names = {pk: name for pk, (name, _) in repositories.items()}
+            return cached["rows"] + current, names
+    rows = _trend_rows(_day_start(window[0]))
+    repositories = _repositories({row[0] for row in rows})
+    past = [row for row in rows if row[1] < today]
+    counted = {row[0] for row in past}
+    _cache_set(
+        past_key,
+        {
+            "rows": past,
+            "repositories": {
+                pk: created
+                for pk, (_, created) in repositories.items()
+                if pk in counted
+            },
+        },
+        TREND_PAST_CACHE_SECONDS,
+    )
+    return rows, {pk: name for pk, (name, _) in repositories.items()}
+
+
 def trends(days: int = TREND_DAYS, limit: int = 8) -> tuple[Trend, list[Trend]]:
     """Return the overall and per-repository daily trends of the last DAYS days.
 
@@ -430,24 +483,7 @@ def trends(days: int = TREND_DAYS, limit: int = 8) -> tuple[Trend, list[Trend]]:
         return cached
     today = timezone.localdate()
     window = [today - timedelta(days=days - 1 - i) for i in range(days)]
-    zone = timezone.get_current_timezone_name()
-    past_key = f"pipelines:trend-days:{zone}:{window[0]}:{today}"
-    past = _cache_get(past_key)
-    if past is None:
-        rows = _trend_rows(_day_start(window[0]))
-        past = [row for row in rows if row[1] < today]
-        _cache_set(past_key, past, TREND_PAST_CACHE_SECONDS)
-        current = [row for row in rows if row[1] >= today]
-    else:
-        current = _trend_rows(_day_start(today))
-    rows = past + current
-    names = dict(
-        Repository.objects.filter(pk__in={row[0] for row in rows}).values_list(
-            "pk", "name"
-        )
-        if rows
-        else []
-    )
+    rows, names = _window_rows(window)
     index = {d: i for i, d in enumerate(window)}
     by_repo: dict[str, Trend] = {}
     for repository_id, day, total, ok, bad, mean in rows:

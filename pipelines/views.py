@@ -299,8 +299,12 @@ def _repository(name: str) -> Repository:
 
 
 def _repository_context(
-    request: HttpRequest, repository: Repository, tab: str
+    request: HttpRequest,
+    repository: Repository,
+    tab: str,
+    head_run: Run | None = None,
 ) -> dict[str, Any]:
+    """Return what every tab's header shows; HEAD_RUN when the caller has it."""
     badge_path = reverse("pipelines:badge", args=[repository.name])
     badge_url = request.build_absolute_uri(badge_path)
     branch_badge = f"{badge_url}?branch={repository.default_branch}"
@@ -308,7 +312,7 @@ def _repository_context(
     return {
         "repository": repository,
         "tab": tab,
-        "head_run": queries.last_run(repository, repository.default_branch),
+        "head_run": head_run or queries.last_run(repository, repository.default_branch),
         "badge_path": f"{badge_path}?{urlencode({'branch': repository.default_branch})}",
         "badge_markdown": f"[![pipeline]({branch_badge})]({page_url})",
         "can_admin": roles.has_role(request.user, roles.ADMIN, repository),
@@ -329,7 +333,13 @@ def repository_detail(request: HttpRequest, name: str) -> HttpResponse:
     context["show_repository"] = False
     if is_htmx(request):
         return render(request, "pipelines/partials/run_table.html", context)
-    context.update(_repository_context(request, repository, "runs"))
+    head_run = None
+    if context["page"].first and not context["filters"].active:
+        # The newest runs are on this page: the default branch's newest is often
+        # among them, which saves the header its own query.
+        branch = repository.default_branch
+        head_run = next((r for r in context["runs"] if r.branch == branch), None)
+    context.update(_repository_context(request, repository, "runs", head_run))
     return render(request, "pipelines/repository_detail.html", context)
 
 

@@ -125,3 +125,20 @@ def test_trends_card_follows_the_figures(client, victor):
     cache.clear()
     second = client.get("/").content.decode()
     assert "2 runs (1 passed, 1 failed)" in second
+
+
+def test_trends_count_again_when_the_cached_days_belong_to_other_repositories():
+    old = make_repository(name="old")
+    today_start = timezone.make_aware(
+        timezone.datetime.combine(timezone.localdate(), timezone.datetime.min.time())
+    )
+    earlier = today_start - timedelta(days=1, hours=-2)
+    make_run(repository=old, status="failed", created_at=earlier)
+    assert queries.trends()[1][0].repository == "old"
+    old.delete()  # Or a restored database: the cached days counted other rows.
+    new = make_repository(name="new")
+    make_run(repository=new, status="success", created_at=earlier)
+    cache.delete(f"pipelines:trends:{queries.TREND_DAYS}:8")
+    overall, trends = queries.trends()
+    assert [t.repository for t in trends] == ["new"]
+    assert overall.successes[-2] == 1 and overall.failures[-2] == 0
