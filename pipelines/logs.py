@@ -320,14 +320,13 @@ class JobLogWriter:
                                 - time.monotonic(),
                             )
                         )
-                    closing = self._closing
+                    if self._closing:
+                        return  # close() stores the rest in the caller's thread.
                 try:
                     self.persist()
                 except Exception:
                     logger.exception("log of job %s could not be stored", self.job_id)
                     self._stop.wait(PERSIST_RETRY)
-                if closing:
-                    return
         finally:
             # This thread's own database connection; nothing else would close it.
             connection.close()

@@ -198,6 +198,46 @@
   }
   var FINISHED = { success: 1, failed: 1, canceled: 1, cancelled: 1, skipped: 1, error: 1 };
 
+  /* ------------------------------------------------------------ text store */
+  /* Line texts, CHUNK_LINES to a string. One JS string per line costs ~150 bytes of
+     heap for a short line (a million-line log: ~150 MB); a sealed chunk is one
+     string joined with "\n" plus a start offset per line in a typed array, about the
+     text's own size. get() slices (cheap, and only for rendered or searched lines). */
+  var CHUNK_SHIFT = 12, CHUNK_LINES = 1 << CHUNK_SHIFT;
+
+  function TextStore(cap) {
+    this._chunks = [];  // sealed chunks: one string each
+    this._open = [];    // texts of the chunk being filled
+    this._starts = new Int32Array(cap);  // offset of each line in its chunk
+  }
+
+  TextStore.prototype.grow = function (cap) {
+    var a = new Int32Array(cap);
+    a.set(this._starts);
+    this._starts = a;
+  };
+
+  TextStore.prototype.push = function (text) {
+    var open = this._open;
+    open.push(text);
+    if (open.length < CHUNK_LINES) return;
+    var base = this._chunks.length << CHUNK_SHIFT, starts = this._starts, at = 0;
+    for (var k = 0; k < open.length; k++) {
+      starts[base + k] = at;
+      at += open[k].length + 1;
+    }
+    this._chunks.push(open.join("\n"));
+    this._open = [];
+  };
+
+  TextStore.prototype.get = function (idx) {
+    var c = idx >> CHUNK_SHIFT;
+    if (c >= this._chunks.length) return this._open[idx - (c << CHUNK_SHIFT)];
+    var s = this._chunks[c], start = this._starts[idx];
+    var end = (idx + 1) & (CHUNK_LINES - 1) ? this._starts[idx + 1] - 1 : s.length;
+    return s.slice(start, end);
+  };
+
   /* ------------------------------------------------------------ viewer */
   function LogViewer(root, options) {
     if (!(this instanceof LogViewer)) return new LogViewer(root, options);
@@ -214,7 +254,7 @@
     this._ts = new Float64Array(cap);
     this._sec = new Int32Array(cap);
     this._flags = new Uint8Array(cap);
-    this._texts = [];
+    this._texts = new TextStore(cap);
     this._rows = new Int32Array(cap);
     this.rowCount = 0;
     this.lineCount = 0;
@@ -482,6 +522,7 @@
     this._sec = grow(this._sec, Int32Array);
     this._flags = grow(this._flags, Uint8Array);
     this._rows = grow(this._rows, Int32Array);
+    this._texts.grow(cap);
     this._cap = cap;
   };
 
@@ -688,7 +729,7 @@
         '<a class="lv-num" href="#L' + n + '">' + n + "</a>" +
         (showTs ? '<span class="lv-ts">' + fmtTs(this._ts[i]) + "</span>" : "") +
         (header ? '<span class="lv-caret"></span>' : "") +
-        '<span class="lv-text">' + renderLine(texts[i], q, i === curLine ? curOrd : -1) + "</span>" +
+        '<span class="lv-text">' + renderLine(texts.get(i), q, i === curLine ? curOrd : -1) + "</span>" +
         (header && sec.end != null ? '<span class="lv-dur" title="Section duration">' + fmtDur(sec.end - sec.start) + "</span>" : "") +
         "</div>";
     }
@@ -848,7 +889,7 @@
     var t0 = performance.now(), texts = this._texts, end = Math.min(this.lineCount, this._scanPos + 50000);
     var i = this._scanPos, before = this.matchCount, qlen = q.length;
     for (; i < end; i++) {
-      var t = texts[i];
+      var t = texts.get(i);
       if (t.length < qlen) continue;
       var low = (t.indexOf("\x1b") === -1 && t.indexOf("\r") === -1 ? t : plainOf(t)).toLowerCase();
       var at = low.indexOf(q), ord = 0;
@@ -909,7 +950,7 @@
   /* Plain text of line number n (ANSI stripped), for tests and copy helpers. */
   P.lineText = function (n) {
     var idx = this._indexOfNumber(n);
-    return idx >= 0 && this._nums[idx] === n ? plainOf(this._texts[idx]) : null;
+    return idx >= 0 && this._nums[idx] === n ? plainOf(this._texts.get(idx)) : null;
   };
 
   P.destroy = function () {
