@@ -1,12 +1,15 @@
-"""Run rows and the trends card, rendered without the template engine's per-row cost.
+"""Dashboard rows rendered without the template engine's per-row cost.
 
 A run row holds some twenty variables, filters and tags. The Django template engine
 resolves each through several layers (about 20 µs each), so a 50-row table took most
-of a page's server time with 100,000 runs (docs/performance.md). ``{% run_rows %}``
-builds the same markup with string formatting: every value is escaped with
-:func:`~django.utils.html.escape`, as autoescaping would. The trends card changes only
-when the per-minute trend figures do, so ``{% trends_card %}`` keeps its HTML for the
-last figures it rendered.
+of a page's server time with 100,000 runs (docs/performance.md). ``{% run_rows %}``,
+``{% activity_items %}``, ``{% job_rows %}`` and ``{% job_actions %}`` build the same
+markup with string formatting; every value is escaped as autoescaping would, and
+pipelines/tests/test_dashboard_render.py checks that. The markup is kept in the
+format strings below, one per kind of row: edit them as you would a template.
+
+The trends card changes only when the per-minute trend figures do, so
+``{% trends_card %}`` keeps its HTML for the last figures it rendered.
 """
 
 from __future__ import annotations
