@@ -528,11 +528,13 @@ def page_times(
 ) -> None:
     import httpx
 
-    def timed(client: httpx.Client, path: str, count: int) -> list[float]:
+    def timed(
+        client: httpx.Client, path: str, count: int, headers: dict | None = None
+    ) -> list[float]:
         out = []
         for _ in range(count):
             t0 = time.perf_counter()
-            r = client.get(path)
+            r = client.get(path, headers=headers)
             out.append(time.perf_counter() - t0)
             if r.status_code != 200 or "data-live-table" not in r.text:
                 raise BenchError(f"GET {path}: {r.status_code}\n{r.text[:500]}")
@@ -567,6 +569,14 @@ def page_times(
         for name, vpath in variants.items():
             vt = timed(client, vpath, max(5, n // 5))
             parts.append(f"{name} p50 {median(vt) * 1000:.0f} ms")
+        # What the page's Next link fetches: the table only (htmx partial).
+        vt = timed(
+            client,
+            f"{path}?page=2",
+            max(5, n // 5),
+            {"HX-Request": "true", "HX-Target": "pod-table"},
+        )
+        parts.append(f"next page (htmx, table only) p50 {median(vt) * 1000:.0f} ms")
         emit(
             results,
             Result(
