@@ -104,8 +104,10 @@ def encode_payload(first: int, runs: Iterable[Run]) -> str:
     """Return the JSON ``[[number, ts, text], ...]`` of a batch starting at FIRST.
 
     This is the format the log consumer forwards to browsers unchanged. Built in bulk:
-    `json.dumps` escapes all texts at once with a newline between items; a raw newline
-    never occurs inside a JSON string, so splitting there recovers each escaped text.
+    `json.dumps` escapes all texts at once with a newline between items (a raw
+    newline never occurs inside a JSON string, so each one is a separator); the
+    separators become ``"],[<number>,<ts>,"`` placeholders and one ``%`` fills in
+    the numbers (the texts' own ``%`` are doubled first).
     """
     pieces = []
     number = first
@@ -113,10 +115,13 @@ def encode_payload(first: int, runs: Iterable[Run]) -> str:
         if not texts:
             continue
         encoded = json.dumps(texts, ensure_ascii=False, separators=("\n", ":"))
-        escaped = encoded[2:-2].split('"\n"')
-        joiner = f',{json.dumps(round(stamp, 3))},"'
-        numbers = map(str, range(number, number + len(texts)))
-        pieces.append('"],['.join(map(joiner.join, zip(numbers, escaped, strict=True))))
+        head = f',{json.dumps(round(stamp, 3))},"'
+        template = (
+            "%d"
+            + head
+            + encoded[2:-2].replace("%", "%%").replace('"\n"', '"],[%d' + head)
+        )
+        pieces.append(template % tuple(range(number, number + len(texts))))
         number += len(texts)
     if not pieces:
         return "[]"

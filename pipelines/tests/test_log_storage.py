@@ -209,7 +209,7 @@ def test_feeding_from_two_threads_stores_every_line_once() -> None:
 
 
 TEXT = st.text(
-    alphabet=st.sampled_from(list('ab", \\\r\t\x1b\x00é€\u2028]}[{')), max_size=8
+    alphabet=st.sampled_from(list('ab", \\\r\t\x1b\x00é€\u2028]}[{%d')), max_size=8
 )
 
 
