@@ -16,10 +16,13 @@ from django.utils.html import format_html
 
 from .models import (
     Artifact,
+    Deployment,
+    Environment,
     Job,
     LogChunk,
     Repository,
     Run,
+    RunCounter,
     Schedule,
     Stage,
     Variable,
@@ -316,3 +319,89 @@ class ScheduleAdmin(admin.ModelAdmin):
                 source="admin",
             )
         self.message_user(request, f"{queryset.count()} schedules updated.")
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the engine owns: shown, searched and filtered, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Stage)
+class StageAdmin(ReadOnlyAdmin):
+    list_display = ("name", "run", "index", "colored_status")
+    list_filter = ("status",)
+    search_fields = ("name", "=run__id", "run__repository__name")
+    list_select_related = ("run", "run__repository")
+    show_full_result_count = False
+
+    @admin.display(description="status", ordering="status")
+    def colored_status(self, obj: Stage) -> str:
+        return status_badge(obj.status)
+
+
+@admin.register(RunCounter)
+class RunCounterAdmin(ReadOnlyAdmin):
+    list_display = ("repository", "last_number")
+    search_fields = ("repository__name",)
+    list_select_related = ("repository",)
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "repository",
+        "cluster",
+        "namespace",
+        "protected",
+        "deploy_role",
+        "deploy_group",
+        "created_at",
+    )
+    list_filter = ("protected", "deploy_role", "repository", "cluster")
+    search_fields = ("name", "namespace", "repository__name", "cluster__name")
+    list_select_related = ("repository", "cluster", "deploy_group")
+    actions = ["roll_back"]
+
+    @admin.action(description="Roll back to the previous successful deployment")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
+        from . import delivery
+
+        ok = 0
+        for environment in queryset.select_related("repository"):
+            try:
+                delivery.rollback(environment, user=request.user, request=request)
+            except delivery.DeliveryError as exc:
+                self.message_user(request, f"{environment}: {exc}", messages.WARNING)
+            else:
+                ok += 1
+        if ok:
+            self.message_user(request, f"Rollbacks queued: {ok}.", messages.SUCCESS)
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "environment",
+        "kind",
+        "colored_status",
+        "short_sha",
+        "trigger",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", "kind", "environment__repository", "created_at")
+    search_fields = ("=id", "commit_sha", "ref", "trigger", "environment__name")
+    list_select_related = ("environment", "environment__repository")
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    @admin.display(description="status", ordering="status")
+    def colored_status(self, obj: Deployment) -> str:
+        return status_badge(obj.status)

@@ -128,3 +128,41 @@ def test_schedule_pause_action(admin_client, data):
     )
     schedule.refresh_from_db()
     assert not schedule.enabled and schedule.next_run_at is None
+
+
+def test_every_model_of_slipway_is_in_the_admin():
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [
+        model
+        for model in apps.get_models()
+        if model._meta.app_label in {"pipelines", "clusters", "core"}
+    ]
+    missing = [m._meta.label for m in ours if not admin.site.is_registered(m)]
+    assert len(ours) >= 15 and missing == []
+
+
+@pytest.mark.parametrize("model", ["stage", "runcounter", "environment", "deployment"])
+def test_engine_and_delivery_rows_render_in_the_admin(admin_client, data, model):
+    from pipelines.models import Deployment, Environment
+
+    environment = Environment.objects.create(repository=data["repo"], name="staging")
+    Deployment.objects.create(environment=environment, commit_sha="abc123")
+    url = reverse(f"admin:pipelines_{model}_changelist")
+    page = admin_client.get(url, {"q": "web"})
+    assert page.status_code == 200
+    assert admin_client.get(url).content.count(b'class="action-checkbox"') >= 1
+
+
+def test_rollback_action_queues_a_rollback_or_says_why_not(admin_client, data):
+    from pipelines.models import Deployment, Environment
+
+    environment = Environment.objects.create(repository=data["repo"], name="prod")
+    response = admin_client.post(
+        reverse("admin:pipelines_environment_changelist"),
+        {"action": "roll_back", "_selected_action": [environment.pk]},
+        follow=True,
+    )
+    assert "has no earlier deployment" in response.content.decode()
+    assert not Deployment.objects.filter(kind="rollback").exists()
