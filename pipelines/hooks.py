@@ -522,17 +522,23 @@ def create_queued_runs(limit: int = 1000) -> int:
     ).order_by("pk")[:limit]
     for delivery in queued:
         try:
-            event = get_forge(delivery.forge).parse(
-                dict(delivery.headers), delivery.body.encode()
-            )
+            arguments = trigger_arguments_of(delivery)
         except WebhookError as exc:
             WebhookDelivery.objects.filter(pk=delivery.pk, reason=QUEUED).update(
                 reason=_text(f"run not created: {exc.message}", 500)
             )
             continue
-        if create_run(delivery.pk, _trigger_arguments(event)) is not None:
+        if create_run(delivery.pk, arguments) is not None:
             started += 1
     return started
+
+
+def trigger_arguments_of(delivery: WebhookDelivery) -> dict[str, Any]:
+    """Return the run arguments of a recorded delivery, parsed from its stored body."""
+    event = get_forge(delivery.forge).parse(
+        dict(delivery.headers), delivery.body.encode()
+    )
+    return _trigger_arguments(event)
 
 
 # --- redeliver (a person asks again; synchronous) ------------------------------------

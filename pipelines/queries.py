@@ -436,9 +436,9 @@ def _window_rows(window: list[date]) -> tuple[list[TrendRow], dict[int, str]]:
     """
     today = window[-1]
     zone = timezone.get_current_timezone_name()
-    past_key = f"pipelines:trend-days:{zone}:{window[0]}:{today}"
+    past_key = f"pipelines:trend-days:2:{zone}:{window[0]}:{today}"
     cached = _cache_get(past_key)
-    if cached is not None:
+    if isinstance(cached, dict):  # Anything else was written by other code: ignore.
         current = _trend_rows(_day_start(today))
         repositories = _repositories(
             {row[0] for row in cached["rows"]} | {row[0] for row in current}

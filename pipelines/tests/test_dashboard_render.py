@@ -142,3 +142,18 @@ def test_trends_count_again_when_the_cached_days_belong_to_other_repositories():
     overall, trends = queries.trends()
     assert [t.repository for t in trends] == ["new"]
     assert overall.successes[-2] == 1 and overall.failures[-2] == 0
+
+
+def test_trends_ignore_a_cached_value_of_another_shape():
+    """An older release may have left another format under the key: count again."""
+    repo = make_repository(name="web")
+    make_run(repository=repo, status="success")
+    window = [
+        timezone.localdate() - timedelta(days=queries.TREND_DAYS - 1 - i)
+        for i in range(queries.TREND_DAYS)
+    ]
+    zone = timezone.get_current_timezone_name()
+    key = f"pipelines:trend-days:2:{zone}:{window[0]}:{window[-1]}"
+    cache.set(key, [(1, window[0], 5, 5, 0, 1.0)], 60)
+    overall, trends = queries.trends()
+    assert overall.total == 1 and trends[0].repository == "web"

@@ -386,6 +386,39 @@ def test_generic_trigger_with_variables(client, origin) -> None:
     assert WebhookDelivery.objects.get().headers["Authorization"] == "[redacted]"
 
 
+@pytest.mark.django_db
+def test_a_run_message_delivered_twice_starts_one_run(client, origin) -> None:
+    repository = make_repository(origin, "github")
+    status, answer = send(
+        client, repository, ref="refs/heads/main", after=origin.sha("main")
+    )
+    assert status == 201, answer
+    delivery = WebhookDelivery.objects.get()
+    arguments = hooks.trigger_arguments_of(delivery)
+    # The broker may deliver a message again (acks_late): the second does nothing.
+    assert hook_tasks.create_webhook_runs([[delivery.pk, arguments]]) == 1
+    assert hook_tasks.create_webhook_runs([[delivery.pk, arguments]]) == 0
+    assert start_queued_runs() == 0
+    assert Run.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_deliveries_whose_message_was_lost_are_started_from_the_record(
+    client, origin
+) -> None:
+    repository = make_repository(origin, "gitlab")
+    sha = origin.sha("main")
+    assert send(client, repository, ref="refs/heads/main", after=sha)[0] == 201
+    # Redis lost the queue (a restart): the recorded delivery still starts its run.
+    celery_app.control.purge()
+    assert start_queued_runs() == 0
+    assert hooks.create_queued_runs() == 1
+    run = Run.objects.get()
+    assert (run.branch, run.commit_sha) == ("main", sha)
+    assert WebhookDelivery.objects.get().run == run
+    assert hooks.create_queued_runs() == 0
+
+
 # --- refusals: nothing created -----------------------------------------------------
 
 
