@@ -4,9 +4,14 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config.env import check_settings, exit_on_setting_error
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# uvicorn imports this module: a bad setting stops it with one line, not a traceback.
+check_settings()
 # Build the Django app first: it sets up the app registry the routing imports need.
-django_asgi_app = get_asgi_application()
+with exit_on_setting_error():
+    django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -6,7 +6,13 @@ from typing import Any
 
 from celery import Celery
 
+from config.env import check_settings
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Load the settings while `celery -A config` imports the app: a bad one stops the
+# worker or beat with one line naming it. Read later, inside Celery's start-up, it
+# would surface as a traceback through Celery's and Django's frames.
+check_settings()
 # Celery's Django fixup runs Django's system checks when a worker starts, and the URL
 # checks import the whole URLconf: every view, the API schema generator and, through
 # them, libraries a worker never uses (~70 MiB of the idle worker). The checks run

@@ -6,7 +6,12 @@ file can provide the value.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +20,9 @@ from django.core.exceptions import ImproperlyConfigured
 class SettingError(ImproperlyConfigured):
     """A setting is missing or malformed; the message names it."""
 
+
+# Exit status of a process stopped by a bad setting (manage.py uses the same).
+SETTING_ERROR_STATUS = 2
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -76,3 +84,62 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Return NAME, which must be one of CHOICES (compared in lower case)."""
+    value = env_str(name, default).strip().lower()
+    if value not in choices:
+        raise SettingError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def env_fernet_keys(name: str, default: list[str]) -> list[str]:
+    """Return NAME as comma-separated Fernet keys, each checked now.
+
+    Fernet's own check, without importing cryptography here: a key is 32 bytes in
+    url-safe base64. A bad key would otherwise surface on the first secret a worker
+    decrypts, long after start-up. The message never repeats a key (it is a secret).
+    """
+    keys = env_list(name, default)
+    if not keys:
+        raise SettingError(f"{name} is set but holds no key")
+    for position, key in enumerate(keys, start=1):
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            which = f"key {position} of {len(keys)}" if len(keys) > 1 else "the key"
+            raise SettingError(
+                f"{name}: {which} is not a Fernet key (32 url-safe base64 bytes); "
+                "make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            )
+    return keys
+
+
+@contextmanager
+def exit_on_setting_error() -> Iterator[None]:
+    """Turn a SettingError inside the block into one line on stderr and exit 2.
+
+    A bad setting is an operator's mistake, not a bug: the entry points (ASGI, Celery,
+    the container's preflight) print the line that names it instead of a traceback.
+    """
+    try:
+        yield
+    except SettingError as exc:
+        print(f"slipway: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(SETTING_ERROR_STATUS) from None
+
+
+def check_settings() -> None:
+    """Load Django's settings now, or stop the process with one line naming the bad one.
+
+    ``django.conf.settings`` is lazy: without this, the first attribute read anywhere
+    (deep in Celery's or uvicorn's start-up) raises, under a wall of their frames.
+    """
+    with exit_on_setting_error():
+        from django.conf import settings
+
+        settings.INSTALLED_APPS  # noqa: B018 - the first read loads the module

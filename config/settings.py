@@ -8,7 +8,16 @@ from urllib.parse import urlparse
 
 import dj_database_url
 
-from .env import SettingError, env_bool, env_int, env_list, env_str, raw
+from .env import (
+    SettingError,
+    env_bool,
+    env_choice,
+    env_fernet_keys,
+    env_int,
+    env_list,
+    env_str,
+    raw,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SLIPWAY_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -19,7 +28,7 @@ DEV_ENCRYPTION_KEY = "c2xpcHdheS1pbnNlY3VyZS1kZXZlbG9wbWVudC1rZXk="
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
 # Fernet keys, newest first; older keys still decrypt (rotation).
-ENCRYPTION_KEYS = env_list("SLIPWAY_ENCRYPTION_KEY", [DEV_ENCRYPTION_KEY])
+ENCRYPTION_KEYS = env_fernet_keys("SLIPWAY_ENCRYPTION_KEY", [DEV_ENCRYPTION_KEY])
 if not DEBUG:
     if SECRET_KEY == DEV_SECRET_KEY:
         raise SettingError("SECRET_KEY must be set when DEBUG is off")
@@ -97,7 +106,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes share the file: WAL lets readers run beside one writer, the
     # busy timeout and IMMEDIATE transactions make writers queue instead of failing
     # with "database is locked".
-    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(
+            f"DATABASE_URL: cannot create the directory of {_db['NAME']}: "
+            f"{exc.strerror}"
+        ) from None
     _db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -158,7 +173,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Celery's time limits or revoke(terminate=True), which only prefork supports: the
 # executor kills the job's process group itself. SLIPWAY_WORKER_POOL=prefork restores
 # the old model (for CPU-heavy deploy steps, say).
-CELERY_WORKER_POOL = env_str("SLIPWAY_WORKER_POOL", "threads")
+CELERY_WORKER_POOL = env_choice(
+    "SLIPWAY_WORKER_POOL", "threads", ("threads", "prefork", "solo")
+)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}

@@ -33,6 +33,14 @@ link_static() {
   fi
 }
 
+# Load the settings before starting anything: a missing or malformed one stops the
+# container with the one line that names it (exit 2). Without this, `web --workers N`
+# would restart children that die on it forever, and wait-migrations would wait out
+# its timeout with the reason hidden.
+check_settings() {
+  python -c 'from config.env import check_settings; check_settings()'
+}
+
 run_process() {
   local role=$1 command
   shift
@@ -41,6 +49,7 @@ run_process() {
     echo "slipway: platform/Procfile has no '$role' process" >&2
     exit 64
   fi
+  check_settings
   link_static
   printf '%s\n' "$role" >"$role_file" 2>/dev/null || true
   echo "slipway: starting $role"
@@ -83,6 +92,7 @@ case "$subcommand" in
     fi
     ;;
   wait-migrations)
+    check_settings
     timeout="${SLIPWAY_MIGRATION_WAIT_SECONDS:-600}"
     deadline=$((SECONDS + timeout))
     until python manage.py migrate --check >/dev/null 2>&1; do

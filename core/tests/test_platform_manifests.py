@@ -887,12 +887,17 @@ def run_entrypoint(
     return done, lines
 
 
+# Every process role loads the settings first (one line naming a bad one, exit 2).
+PREFLIGHT = "python -c from config.env import check_settings; check_settings()"
+
+
 def test_entrypoint_maps_subcommands_to_the_procfile(tmp_path: Path) -> None:
     done, argv = run_entrypoint(tmp_path, "web")
     assert done.returncode == 0, done.stderr
     assert argv == [
+        PREFLIGHT,
         "uvicorn config.asgi:application --host 0.0.0.0 --port 8000 "
-        "--no-access-log --timeout-graceful-shutdown 5"
+        "--no-access-log --timeout-graceful-shutdown 5",
     ]
     assert (tmp_path / "var" / "staticfiles").resolve() == tmp_path / "collected"
     assert (tmp_path / "role").read_text().strip() == "web"
@@ -906,15 +911,17 @@ def test_entrypoint_maps_subcommands_to_the_procfile(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert argv == [
+        PREFLIGHT,
         "celery -A config worker -l INFO -Q default,gpu -c 4 -n worker-pod-1@%h "
-        "--max-tasks-per-child 100"
+        "--max-tasks-per-child 100",
     ]
     done, argv = run_entrypoint(tmp_path, "beat")
     assert argv == [
-        f"celery -A config beat -l INFO -s {tmp_path}/var/celerybeat-schedule"
+        PREFLIGHT,
+        f"celery -A config beat -l INFO -s {tmp_path}/var/celerybeat-schedule",
     ]
     done, argv = run_entrypoint(tmp_path, "monitor")
-    assert argv == ["python manage.py monitor_clusters"]
+    assert argv == [PREFLIGHT, "python manage.py monitor_clusters"]
     done, argv = run_entrypoint(tmp_path, "migrate")
     assert done.returncode == 0, done.stderr
     assert argv == [
@@ -924,7 +931,8 @@ def test_entrypoint_maps_subcommands_to_the_procfile(tmp_path: Path) -> None:
     done, argv = run_entrypoint(tmp_path, "manage", "createsuperuser")
     assert argv == ["python manage.py createsuperuser"]
     done, argv = run_entrypoint(tmp_path, "wait-migrations")
-    assert done.returncode == 0 and argv == ["python manage.py migrate --check"]
+    assert done.returncode == 0
+    assert argv == [PREFLIGHT, "python manage.py migrate --check"]
 
 
 def test_entrypoint_healthcheck_is_role_aware(tmp_path: Path) -> None:
