@@ -7,13 +7,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core import audit
+from core.admin import AuditedModelAdmin
 
 from . import services
 from .models import Cluster
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(AuditedModelAdmin):
     list_display = (
         "name",
         "api_server",

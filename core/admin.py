@@ -1,24 +1,93 @@
-"""Admin of core: the audit log and tokens (read only) and role grants.
+"""Admin of core: the audited admin base, the audit log, tokens and role grants.
 
 The whole admin site is for global admins (``_admin_site_permission``): a grant on
 one repository or cluster never opens it, so what an admin page shows needs no
-per-object rule. Grants are managed here; every change is audited.
+per-object rule. Every write made through it is audited (``AuditedAdminMixin``),
+and every admin view marks its request, so a service an admin action calls
+records the source ``admin`` too.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from . import audit
 from .models import ApiToken, AuditEvent, RoleGrant
 from .roles import ADMIN, GRANT_TARGETS, has_role
+
+
+class AuditedAdminMixin:
+    """Record every add, change and delete made through a model admin.
+
+    Actions are ``<audit_name>.create``, ``.update`` and ``.delete`` (the name
+    defaults to the model's), with source ``admin`` and the request's address.
+    Details carry the names of the changed fields, never their values: a secret's
+    value or a cluster's credentials must not reach the log. The record is written
+    in the same transaction as the change, so a rolled-back save leaves none.
+    """
+
+    audit_name: str = ""
+
+    def audit_action(self, verb: str) -> str:
+        """Return the audit action of VERB (create, update, delete) on this model."""
+        name = self.audit_name or self.model._meta.model_name  # type: ignore[attr-defined]
+        return f"{name}.{verb}"
+
+    def audit_details(self, obj: Any, fields: list[str] | None) -> dict[str, Any]:
+        """Return the details recorded for OBJ: the changed field names, if any."""
+        return {} if fields is None else {"fields": fields}
+
+    def record_audit(
+        self,
+        request: HttpRequest,
+        verb: str,
+        obj: models.Model,
+        fields: list[str] | None = None,
+    ) -> None:
+        audit.record(
+            self.audit_action(verb),
+            target=obj,
+            request=request,
+            source=AuditEvent.Source.ADMIN,
+            details=self.audit_details(obj, fields),
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: bool
+    ) -> None:
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)  # type: ignore[misc]
+            fields = sorted(form.changed_data) if form is not None else []
+            self.record_audit(request, "update" if change else "create", obj, fields)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            # Before the delete: the row's id and name are still there to record.
+            self.record_audit(request, "delete", obj)
+            super().delete_model(request, obj)  # type: ignore[misc]
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        # "Delete selected" deletes in bulk, past delete_model: one record per row.
+        with transaction.atomic():
+            for obj in queryset:
+                self.record_audit(request, "delete", obj)
+            super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
+class AuditedModelAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """The model admin every Slipway model uses: see ``AuditedAdminMixin``."""
 
 
 def _target_types() -> Q:
@@ -30,7 +99,7 @@ def _target_types() -> Q:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(AuditedModelAdmin):
     list_display = (
         "created_at",
         "actor_name",
@@ -52,8 +121,10 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are created by their owner in the UI; the admin can only look."""
+class ApiTokenAdmin(AuditedModelAdmin):
+    """Tokens are created by their owner in the UI; the admin can look and delete."""
+
+    audit_name = "token"
 
     list_display = ("name", "user", "prefix", "scope", "created_at", "expires_at")
     list_filter = ("scope",)
@@ -99,10 +170,11 @@ class RoleGrantForm(forms.ModelForm):
 
 
 @admin.register(RoleGrant)
-class RoleGrantAdmin(admin.ModelAdmin):
+class RoleGrantAdmin(AuditedModelAdmin):
     """Grants: a role on one repository or cluster for a user or a group."""
 
     form = RoleGrantForm
+    audit_name = "grant"
     list_display = ("holder", "role", "target", "created_at")
     list_filter = ("role", "content_type")
     search_fields = ("user__username", "group__name", "object_id")
@@ -123,34 +195,9 @@ class RoleGrantAdmin(admin.ModelAdmin):
             .filter(content_type__in=ContentType.objects.filter(_target_types()))
         )
 
-    def save_model(
-        self, request: HttpRequest, obj: RoleGrant, form: Any, change: bool
-    ) -> None:
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit.record(
-                "grant.update" if change else "grant.create",
-                target=obj,
-                request=request,
-                source=AuditEvent.Source.ADMIN,
-                details=_grant_details(obj),
-            )
-
-    def delete_model(self, request: HttpRequest, obj: RoleGrant) -> None:
-        with transaction.atomic():
-            audit.record(
-                "grant.delete",
-                target=obj,
-                request=request,
-                source=AuditEvent.Source.ADMIN,
-                details=_grant_details(obj),
-            )
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        with transaction.atomic():
-            for obj in queryset:
-                self.delete_model(request, obj)
+    def audit_details(self, obj: Any, fields: list[str] | None) -> dict[str, Any]:
+        # A grant has no secret: record whom it gives what, on which object.
+        return {**super().audit_details(obj, fields), **_grant_details(obj)}
 
 
 def _grant_details(grant: RoleGrant) -> dict[str, Any]:
@@ -171,3 +218,56 @@ def _admin_site_permission(request) -> bool:
 
 
 admin.site.has_permission = _admin_site_permission
+
+
+_admin_view = admin.site.admin_view
+
+
+def _marked_admin_view(view: Callable[..., Any], cacheable: bool = False) -> Any:
+    """Wrap an admin view so that what it records is audited as from the admin.
+
+    Every model admin's URLs are built through ``admin_view``; a bulk action that
+    calls a service passes the request on, and ``audit.record`` reads the mark.
+    """
+
+    @functools.wraps(view)
+    def marked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        request.audit_source = AuditEvent.Source.ADMIN  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return _admin_view(marked, cacheable)
+
+
+admin.site.admin_view = _marked_admin_view  # type: ignore[method-assign]
+
+
+# Users and groups are how roles are given: changing them is audited like the rest.
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
+    """Django's user admin, audited; a password change records no password."""
+
+    def user_change_password(
+        self, request: HttpRequest, id: str, form_url: str = ""
+    ) -> HttpResponse:
+        with transaction.atomic():
+            response = super().user_change_password(request, id, form_url)
+            # Success redirects to the user's page; a refusal re-renders the form
+            # or redirects back to itself.
+            if (
+                request.method == "POST"
+                and response.status_code == 302
+                and response["Location"] != request.get_full_path()
+            ):
+                user = self.get_object(request, unquote(id))
+                if user is not None:
+                    self.record_audit(request, "password_change", user)
+        return response
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedAdminMixin, GroupAdmin):
+    """Django's group admin (the global roles are groups), audited."""

@@ -1,7 +1,8 @@
 """Django admin for the pipeline models: columns, filters, search and actions.
 
-Actions go through the services (the one write path, which also audits); credentials
-and secret values are never displayed.
+Actions go through the services (the one write path, which also audits); adds,
+changes and deletes are audited by the base (``core.admin.AuditedModelAdmin``).
+Credentials and secret values are never displayed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+
+from core.admin import AuditedModelAdmin
 
 from .models import (
     Artifact,
@@ -74,7 +77,7 @@ def status_badge(status: str) -> str:
 
 
 @admin.register(Repository)
-class RepositoryAdmin(admin.ModelAdmin):
+class RepositoryAdmin(AuditedModelAdmin):
     list_display = (
         "name",
         "forge",
@@ -112,7 +115,7 @@ class StageInline(admin.TabularInline):
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(AuditedModelAdmin):
     list_display = (
         "id",
         "repository",
@@ -158,7 +161,7 @@ class RunAdmin(admin.ModelAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(AuditedModelAdmin):
     list_display = (
         "id",
         "name",
@@ -192,7 +195,7 @@ class JobAdmin(admin.ModelAdmin):
 
 
 @admin.register(LogChunk)
-class LogChunkAdmin(admin.ModelAdmin):
+class LogChunkAdmin(AuditedModelAdmin):
     list_display = ("id", "job", "first_line", "last_line")
     raw_id_fields = ("job",)
     search_fields = ("=job__id",)
@@ -200,7 +203,7 @@ class LogChunkAdmin(admin.ModelAdmin):
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(admin.ModelAdmin):
+class ArtifactAdmin(AuditedModelAdmin):
     list_display = ("name", "job", "size", "file_count", "created_at", "expires_at")
     list_filter = ("created_at", "expires_at")
     search_fields = ("name", "job__name", "job__run__repository__name")
@@ -220,9 +223,15 @@ class VariableAdminForm(forms.ModelForm):
         model = Variable
         fields = ["repository", "name", "value", "is_secret"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Compare with nothing, not the stored value: the field counts as changed
+        # (and is audited as such) only when a new value is typed.
+        self.initial["value"] = ""
+
 
 @admin.register(Variable)
-class VariableAdmin(admin.ModelAdmin):
+class VariableAdmin(AuditedModelAdmin):
     form = VariableAdminForm
     list_display = ("name", "repository", "is_secret", "shown_value", "updated_at")
     list_filter = ("is_secret", "repository")
@@ -243,7 +252,7 @@ class VariableAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(AuditedModelAdmin):
     list_display = (
         "id",
         "forge",
@@ -272,7 +281,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(AuditedModelAdmin):
     list_display = (
         "description",
         "repository",
@@ -321,7 +330,7 @@ class ScheduleAdmin(admin.ModelAdmin):
         self.message_user(request, f"{queryset.count()} schedules updated.")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(AuditedModelAdmin):
     """Rows the engine owns: shown, searched and filtered, never edited by hand."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -352,7 +361,7 @@ class RunCounterAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(AuditedModelAdmin):
     list_display = (
         "name",
         "repository",
