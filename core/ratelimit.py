@@ -153,8 +153,17 @@ def _too_many(request: HttpRequest, verdict: Verdict, json: bool) -> HttpRespons
     return response
 
 
+def _login_paths() -> tuple[str, ...]:
+    return (reverse("login"), reverse("admin:login"))
+
+
 class RateLimitMiddleware:
-    """Limit POST /login/ per client address and username, and /hooks/ per address."""
+    """Limit POST /login/ and /admin/login/ per client address and username, and
+    /hooks/ per address.
+
+    Both login forms count against one limit: a second door must not double the
+    rate of guesses.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -167,7 +176,7 @@ class RateLimitMiddleware:
 
     def check(self, request: HttpRequest) -> Verdict | None:
         """Return the verdict for a limited request, None for any other."""
-        if request.method == "POST" and request.path == reverse("login"):
+        if request.method == "POST" and request.path in _login_paths():
             rate = _rate("RATELIMIT_LOGIN")
             if rate is None:
                 return None

@@ -63,6 +63,27 @@ def test_login_is_limited_per_address_and_username() -> None:
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("limits")
+def test_admin_login_is_limited_and_shares_the_login_count() -> None:
+    client = Client(REMOTE_ADDR=f"10.3.{uuid.uuid4().int % 250}.5")
+    name = uuid.uuid4().hex[:10]
+    form = {"username": name, "password": "x", "next": "/admin/"}
+    for _ in range(2):
+        response = client.post("/admin/login/", form)
+        assert response.status_code == 200  # The admin's form, with its error.
+    # The third guess comes through the other door: one limit for both.
+    assert client.post("/login/", form).status_code == 200
+    refused = client.post("/admin/login/", form)
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert client.post("/login/", form).status_code == 429
+    # Another username is counted on its own; showing the page is never limited.
+    other = client.post("/admin/login/", {**form, "username": name + "x"})
+    assert other.status_code == 200
+    assert client.get("/admin/login/").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("limits")
 def test_hooks_are_limited_per_address() -> None:
     client = Client(REMOTE_ADDR=f"10.2.{uuid.uuid4().int % 250}.9")
     for _ in range(2):
