@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -9,7 +10,15 @@ from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from core.models import ApiToken, AuditEvent
-from pipelines.models import Job, Repository, Run, Schedule, Variable
+from pipelines.models import (
+    Deployment,
+    Environment,
+    Job,
+    Repository,
+    Run,
+    Schedule,
+    Variable,
+)
 from pipelines.tests.factories import make_run
 
 from .api_helpers import assert_error, make_world, token_client
@@ -327,3 +336,129 @@ def test_audit_api_is_for_admins(alice: User, olivia: User) -> None:
     assert [e["action"] for e in body["results"]] == ["repository.create"]
     assert body["results"][0]["source"] == "api"
     assert_error(token_client(alice).get("/api/v1/audit/", {"since": "yesterday"}), 400)
+
+
+# --- environments: rollback and promote (rows only: the rollout is queued) ----------
+
+
+def _earlier_deployment(world: Any) -> Deployment:
+    """Give WORLD's environment a successful deployment before its current one."""
+    return Deployment.objects.create(
+        environment=world.environment,
+        status=Deployment.Status.SUCCESS,
+        run=world.run,
+        commit_sha="a" * 40,
+        namespace="staging",
+        manifests="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old\n",
+        created_at=world.deployment.created_at - timedelta(hours=1),
+    )
+
+
+def test_operator_rolls_back_through_the_api_and_it_is_audited(olivia: User) -> None:
+    world = make_world()
+    earlier = _earlier_deployment(world)
+    url = f"/api/v1/environments/{world.environment.pk}/rollback/"
+    response = token_client(olivia).post(url, {}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["kind"], body["status"], body["source"]) == (
+        "rollback",
+        "running",
+        earlier.pk,
+    )
+    assert body["commit_sha"] == earlier.commit_sha and body["user"] == "olivia"
+    rollback = Deployment.objects.get(pk=body["id"])
+    assert rollback.environment == world.environment
+    assert rollback.manifests == earlier.manifests
+    event = AuditEvent.objects.get(action="environment.rollback")
+    assert (event.source, event.actor, event.target_id) == (
+        "api",
+        olivia,
+        str(world.environment.pk),
+    )
+    assert event.details == {
+        "deployment": rollback.pk,
+        "to": earlier.pk,
+        "commit": earlier.commit_sha,
+    }
+    # One rollout at a time: the queued rollback is still running.
+    busy = token_client(olivia).post(url, {"to": earlier.pk}, format="json")
+    assert "running" in assert_error(busy, 409, "conflict")["message"]
+
+
+def test_rollback_to_a_named_deployment_of_another_environment_is_refused(
+    olivia: User,
+) -> None:
+    world, other = make_world(), make_world()
+    url = f"/api/v1/environments/{world.environment.pk}/rollback/"
+    response = token_client(olivia).post(
+        url, {"to": other.deployment.pk}, format="json"
+    )
+    assert "to" in assert_error(response, 400, "invalid")["details"]
+    assert not Deployment.objects.filter(kind=Deployment.Kind.ROLLBACK).exists()
+
+
+def test_viewer_and_developer_cannot_roll_back_or_promote(
+    victor: User, bob: User
+) -> None:
+    world = make_world()
+    _earlier_deployment(world)
+    rollback = f"/api/v1/environments/{world.environment.pk}/rollback/"
+    promote = f"/api/v1/environments/{world.environment.pk}/promote/"
+    for user in (victor, bob):
+        client = token_client(user)
+        assert_error(client.post(rollback, {}, format="json"), 403, "permission_denied")
+        response = client.post(promote, {"source": world.environment.pk}, format="json")
+        assert_error(response, 403, "permission_denied")
+    assert Deployment.objects.count() == 2
+    assert not AuditEvent.objects.filter(action__startswith="environment.").exists()
+
+
+def test_rollback_without_an_earlier_deployment_is_a_conflict(olivia: User) -> None:
+    world = make_world()
+    url = f"/api/v1/environments/{world.environment.pk}/rollback/"
+    response = token_client(olivia).post(url, {}, format="json")
+    err = assert_error(response, 409, "conflict")
+    assert "no earlier deployment" in err["message"] and err["details"] == {}
+    assert Deployment.objects.count() == 1
+    assert not AuditEvent.objects.filter(action="environment.rollback").exists()
+
+
+def test_operator_promotes_staging_to_production(olivia: User) -> None:
+    world = make_world()
+    production = Environment.objects.create(
+        repository=world.repository,
+        name="production",
+        cluster=world.cluster,
+        namespace="prod",
+    )
+    client = token_client(olivia)
+    url = f"/api/v1/environments/{production.pk}/promote/"
+    response = client.post(url, {"source": world.environment.pk}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["kind"], body["environment"], body["source"]) == (
+        "promote",
+        production.pk,
+        world.deployment.pk,
+    )
+    assert body["namespace"] == "prod"
+    promoted = Deployment.objects.get(pk=body["id"])
+    assert "namespace: prod" in promoted.manifests
+    event = AuditEvent.objects.get(action="environment.promote")
+    assert (event.source, event.actor, event.target_id) == (
+        "api",
+        olivia,
+        str(production.pk),
+    )
+    assert event.details["from"] == "staging"
+    # Errors keep the one body: no such source here, and nothing to promote.
+    other = make_world()
+    stranger = client.post(url, {"source": other.environment.pk}, format="json")
+    assert "source" in assert_error(stranger, 400, "invalid")["details"]
+    empty = Environment.objects.create(
+        repository=world.repository, name="qa", cluster=world.cluster, namespace="qa"
+    )
+    nothing = client.post(url, {"source": empty.pk}, format="json")
+    assert "no successful deployment" in assert_error(nothing, 409)["message"]
+    assert_error(client.post(url, {}, format="json"), 400, "invalid")
