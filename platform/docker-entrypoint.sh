@@ -4,7 +4,7 @@
 #   web | worker | beat | monitor   the command of that name in platform/Procfile (one
 #                                   source of truth); extra arguments are appended, e.g.
 #                                   `worker -Q default,gpu` or `web --workers 4`
-#   migrate                         apply migrations (then `bootstrap`, like run.sh)
+#   migrate                         apply migrations, then `bootstrap --no-demo`
 #   wait-migrations                 block until no migration is pending (init containers)
 #   manage ARGS...                  python manage.py ARGS (createsuperuser, shell, ...)
 #   healthcheck                     Docker HEALTHCHECK: /healthz for web, ok otherwise
@@ -87,9 +87,10 @@ case "$subcommand" in
     ;;
   migrate)
     python manage.py migrate --noinput "$@"
-    if python manage.py help bootstrap >/dev/null 2>&1; then
-      exec python manage.py bootstrap
-    fi
+    # The admin user only: the demo repository is a git repository on local disk,
+    # which this one-off container's workers would never see (platform/run.sh, on a
+    # single machine, makes it).
+    exec python manage.py bootstrap --no-demo
     ;;
   wait-migrations)
     check_settings
