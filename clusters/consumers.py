@@ -18,7 +18,7 @@ from core import roles
 
 from . import events, snapshot
 from .models import Cluster
-from .monitor import WATCHED
+from .projection import PROJECTIONS as WATCHED  # Not monitor: no async client here.
 
 KINDS = frozenset(WATCHED)
 

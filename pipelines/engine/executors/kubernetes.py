@@ -23,10 +23,8 @@ import re
 import secrets
 import threading
 import time
-from typing import Any, cast
-
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+import types
+from typing import TYPE_CHECKING, Any, cast
 
 from .base import (
     CHUNK_QUEUE_SIZE,
@@ -37,6 +35,28 @@ from .base import (
     take_chunks,
 )
 from .shell import render_script
+
+if TYPE_CHECKING:
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+
+def _client() -> types.ModuleType:
+    """Return the kubernetes client module, imported on first use.
+
+    Every process imports the executors (Celery loads the tasks), and the client
+    costs ~35 MiB and ~0.1 s: only a worker that runs a pod job pays for it.
+    """
+    from kubernetes import client
+
+    return client
+
+
+def _api_exception() -> type[ApiException]:
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException
+
 
 __all__ = ["KubernetesExecutor", "pod_manifest"]
 
@@ -151,15 +171,15 @@ class KubernetesExecutor:
         """Return whether the cluster answers and lets us list pods in the namespace."""
         if self.unavailable or self.configuration is None:
             return False, self.unavailable
-        api = k8s.ApiClient(self.configuration)
+        api = _client().ApiClient(self.configuration)
         try:
-            k8s.CoreV1Api(api).list_namespaced_pod(
+            _client().CoreV1Api(api).list_namespaced_pod(
                 self.namespace,
                 limit=1,
                 _request_timeout=(2, 5),
                 _preload_content=False,
             )
-        except ApiException as exc:
+        except _api_exception() as exc:
             return False, (
                 f"cluster {self.cluster_name} refused to list pods in namespace "
                 f"{self.namespace}: {exc.status} {exc.reason}"
@@ -167,7 +187,7 @@ class KubernetesExecutor:
         except Exception as exc:  # noqa: BLE001 - unreachable, TLS, DNS: not here.
             return False, f"cluster {self.cluster_name} is unreachable: {exc}"
         finally:
-            api.close()  # type: ignore[no-untyped-call]
+            api.close()
         return True, ""
 
     # --------------------------------------------------------------------------- run
@@ -181,8 +201,8 @@ class KubernetesExecutor:
         if not ok:
             return ExecResult("error", None, started, time.time(), why)
         assert self.configuration is not None
-        api = k8s.ApiClient(self.configuration)
-        core = k8s.CoreV1Api(api)
+        api = _client().ApiClient(self.configuration)
+        core = _client().CoreV1Api(api)
         name = f"slipway-{_slug(spec.job_name)}-{secrets.token_hex(4)}"
         secret = f"{name}-env"
         image = spec.image or self.default_image
@@ -215,9 +235,9 @@ class KubernetesExecutor:
                     "stringData": env,
                 },
             )
-        except ApiException as exc:
+        except _api_exception() as exc:
             self._delete(core, name, secret)
-            api.close()  # type: ignore[no-untyped-call]
+            api.close()
             return ExecResult(
                 "error",
                 None,
@@ -228,7 +248,7 @@ class KubernetesExecutor:
             )
         except Exception as exc:  # noqa: BLE001
             self._delete(core, name, secret)
-            api.close()  # type: ignore[no-untyped-call]
+            api.close()
             return ExecResult("error", None, started, time.time(), f"kubernetes: {exc}")
         output(
             f"Running in pod {name} (namespace {self.namespace}, image {image})\n".encode()
@@ -241,7 +261,7 @@ class KubernetesExecutor:
             status, code, message = "error", None, f"kubernetes: {exc}"
         finally:
             self._delete(core, name, secret, now=True)
-            api.close()  # type: ignore[no-untyped-call]
+            api.close()
         return ExecResult(status, code, started, time.time(), message)
 
     def _follow(
@@ -372,7 +392,7 @@ class KubernetesExecutor:
                     grace_period_seconds=0 if now else None,
                     _request_timeout=REQUEST_TIMEOUT,
                 )
-            except ApiException as exc:
+            except _api_exception() as exc:
                 if exc.status != 404:
                     pass  # Owned by the pod: the garbage collector removes it.
             except Exception:  # noqa: BLE001, S110 - unreachable: activeDeadline ends it.
