@@ -93,14 +93,45 @@ def _run_external(name: str, quick: bool, results: Results) -> None:
     out.unlink(missing_ok=True)
 
 
+def stage_of(metric: str) -> str:
+    """Return the stage that measures METRIC (rows are stored without it)."""
+    prefixes = [
+        ("Idle RSS", "idle"),
+        ("Page ", "pages"),
+        ("Fault", "faults"),
+        ("Webhook deliveries", "webhooks"),
+        ("Log ", "logs"),
+        ("1,000,000-line", "logs"),
+        ("Every line", "logs"),
+        ("Peak RSS", "logs"),
+    ]
+    for prefix, stage in prefixes:
+        if metric.startswith(prefix):
+            return stage
+    if "pods" in metric or metric.startswith(("Monitor", "clusters")):
+        return "clusters"
+    return "webhooks" if metric.startswith("webhooks") else "pipeline"
+
+
 def _merge(rows: list[dict], info: dict[str, str], command: str) -> dict:
+    """Merge ROWS into bench/results.json; a stage that ran replaces all its rows.
+
+    Replacing by stage, not by metric name, keeps a renamed metric (the page rows
+    name the data they ran on) from standing twice in the table.
+    """
     previous: dict = {}
     if RESULTS_JSON.exists():
         try:
             previous = json.loads(RESULTS_JSON.read_text())
         except ValueError:
             previous = {}
-    metrics = {row["metric"]: row for row in previous.get("rows", [])}
+    # Only the stages that produced rows: a stage that raised keeps its old figures.
+    ran = {stage_of(row["metric"]) for row in rows}
+    metrics = {
+        row["metric"]: row
+        for row in previous.get("rows", [])
+        if stage_of(row["metric"]) not in ran
+    }
     for row in rows:
         row = {**row, "date": info["date"]}
         metrics[row["metric"]] = row
