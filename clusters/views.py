@@ -25,6 +25,9 @@ from .forms import ApplyForm, ClusterForm
 from .models import Cluster
 
 PAGE_SIZE = 100
+# Samples on the overview's usage charts: ten minutes at the monitor's default
+# five-second interval.
+CHART_SAMPLES = 120
 View = Callable[..., HttpResponse]
 
 
@@ -211,6 +214,7 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
                     f"{w['ready']}/{w['desired']} ready"
                 )
     readyz, readyz_error = _control_plane(cluster)
+    history = snapshot.read_history(pk, CHART_SAMPLES)
     return render(
         request,
         "clusters/cluster_detail.html",
@@ -229,9 +233,23 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
             readyz=readyz,
             readyz_failed=[name for name, ok in readyz if not ok],
             readyz_error=readyz_error,
-            history=snapshot.read_history(pk, 120),
+            history=history,
+            usage_chart=_usage_chart(history, resources),
+            usage_kinds=[("cpu", "CPU"), ("mem", "Memory")],
         ),
     )
+
+
+def _usage_chart(history: list[dict[str, Any]], resources: dict[str, Any]) -> dict:
+    """Return what the overview's usage charts draw (clusters.js reads it as JSON).
+
+    Samples are ``[at, cpu, mem]`` triples, oldest first: a third of the size of the
+    stored dicts, and the page keeps appending the monitor's new samples to them."""
+    return {
+        "samples": [[h["at"], h.get("cpu", 0), h.get("mem", 0)] for h in history],
+        "keep": CHART_SAMPLES,
+        **{k: resources[k] for k in ("cpu_alloc", "mem_alloc", "cpu_req", "mem_req")},
+    }
 
 
 # ------------------------------------------------------------------------ lists

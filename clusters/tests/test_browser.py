@@ -24,7 +24,15 @@ pytestmark = [
 
 
 class MonitorThread:
-    def __init__(self) -> None:
+    """The monitor on its own event loop in a thread, with short test timings."""
+
+    def __init__(self, **timings: float) -> None:
+        self.timings = {
+            "refresh_interval": 0.5,
+            "flush_interval": 0.1,
+            "probe_interval": 0.5,
+            **timings,
+        }
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -37,7 +45,7 @@ class MonitorThread:
             monitor = Monitor(
                 settings.REDIS_URL,
                 get_channel_layer(),
-                Settings(refresh_interval=0.5, flush_interval=0.1, probe_interval=0.5),
+                Settings(**self.timings),
                 identity="browser-test",
             )
             await monitor.run(self.stop_event)

@@ -10,6 +10,8 @@
  * page and filter; a form in it goes back to the page shown now, not the one first loaded.
  * The [data-stale-ribbon] shows while the monitor's watch is down or the socket is closed.
  * Pod logs: <pre id="pod-log" data-log-url> polls every 2 s while [data-log-follow] is on.
+ * Overview: #cluster-usage (json_script) feeds the CPU and memory charts
+ * ([data-usage-chart], drawn by Slipway.charts.series); metrics messages extend them live.
  */
 (function () {
   "use strict";
@@ -54,6 +56,11 @@
       case "badge": return v ? badge(v) : "";
       case "pod-phase": return badge(obj.reason || obj.phase);
       case "node-status": return badge(v) + (obj.unschedulable ? ' <span class="badge status-warning">cordoned</span>' : "");
+      case "cpu-pair": return esc(cpu(obj.cpu_alloc)) + ' <span class="muted">/ ' + esc(cpu(obj.cpu_capacity)) + "</span>";
+      case "mem-pair": return esc(mem(obj.mem_alloc)) + ' <span class="muted">/ ' + esc(mem(obj.mem_capacity)) + "</span>";
+      case "conditions":
+        return (v || []).length ? v.map(function (p) { return '<span class="badge status-failed">' + esc(p) + "</span>"; }).join(" ")
+          : '<span class="muted">healthy</span>';
       default: return esc(v);
     }
   }
@@ -78,8 +85,14 @@
       var th = ths[i];
       var format = th.getAttribute("data-format") || "";
       var td;
-      if ((format === "usage" || th.hasAttribute("data-actions")) && old && old.cells[i]) {
-        td = old.cells[i].cloneNode(true); // Usage comes from metrics; actions keep their state.
+      if ((format === "usage" || format === "node-pods" || th.hasAttribute("data-actions")) && old && old.cells[i]) {
+        // Usage comes from metrics and a node's pod count from the pods: not from
+        // this object. Actions keep their state.
+        td = old.cells[i].cloneNode(true);
+      } else if (format === "node-pods") {
+        td = document.createElement("td");
+        td.className = "num";
+        td.innerHTML = '<a href="' + esc((table.getAttribute("data-pods-base") || "") + "?node=" + encodeURIComponent(obj.name)) + '">pods</a>';
       } else {
         td = document.createElement("td");
         if (th.classList.contains("num")) td.className = "num";
@@ -197,8 +210,85 @@
         var cells = document.querySelectorAll('[data-usage-for="' + CSS.escape(key) + '"]');
         for (var i = 0; i < cells.length; i++) cells[i].textContent = cpu(msg.nodes[key].cpu) + " / " + mem(msg.nodes[key].mem);
       });
+      addSample(msg.totals);
     }
+    if (msg.status && msg.status.metrics === "none") noMetrics();
     showStale();
+  }
+
+  /* Overview usage charts: #cluster-usage (json_script) holds {samples: [[at, cpu, mem]],
+   * keep, cpu_alloc, mem_alloc, cpu_req, mem_req}; every metrics message from the monitor
+   * appends its totals, so the charts move without a reload. */
+  var usage = null;
+  function cpuShort(m) { m = +m || 0; return m === 0 ? "0" : m < 1000 ? Math.round(m) + "m" : String(+(m / 1000).toFixed(2)); }
+  function memShort(b) {
+    var n = +b || 0, units = ["", "Ki", "Mi", "Gi", "Ti"], i = 0;
+    if (n === 0) return "0";
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (n >= 100 ? String(Math.round(n)) : String(+n.toFixed(1))) + units[i];
+  }
+  var USAGE = [
+    { kind: "cpu", col: 1, format: cpuShort, base: 10, unit: " cores" },
+    { kind: "mem", col: 2, format: memShort, base: 1024, unit: "" }
+  ];
+
+  function percent(part, whole) { return whole > 0 ? Math.round((part / whole) * 100) : 0; }
+
+  function drawUsage() {
+    if (!usage || !Slipway.charts || !Slipway.charts.series) return;
+    var last = usage.samples[usage.samples.length - 1];
+    USAGE.forEach(function (u) {
+      var alloc = usage[u.kind + "_alloc"], req = usage[u.kind + "_req"];
+      var el = document.querySelector('[data-usage-chart="' + u.kind + '"]');
+      if (el) {
+        Slipway.charts.series(el, {
+          points: usage.samples.map(function (s) { return [s[0], s[u.col]]; }),
+          refs: [
+            { value: alloc, label: "allocatable", cls: "ref-alloc" },
+            { value: req, label: "requested", cls: "ref-req", align: "left" }
+          ],
+          format: u.format, base: u.base, span: 300, label: u.kind === "cpu" ? "CPU used" : "memory used",
+          empty: "No samples yet: the monitor reads metrics.k8s.io every few seconds."
+        });
+      }
+      var now = document.querySelector('[data-usage-now="' + u.kind + '"]');
+      if (now && last) now.textContent = u.format(last[u.col]) + " of " + u.format(alloc) + u.unit + " · " + percent(last[u.col], alloc) + "%";
+      var cell = document.querySelector('[data-usage-total="' + u.kind + '"]');
+      if (cell && last) cell.textContent = (u.kind === "cpu" ? cpu(last[u.col]) : mem(last[u.col])) + " (" + percent(last[u.col], alloc) + "%)";
+    });
+  }
+
+  function addSample(totals) {
+    if (!usage || !totals || !isFinite(totals.at)) return;
+    var last = usage.samples[usage.samples.length - 1];
+    if (last && totals.at <= last[0]) return; // A repeat (or an older one, after a reconnect).
+    usage.samples.push([totals.at, +totals.cpu || 0, +totals.mem || 0]);
+    if (usage.samples.length > (usage.keep || 120)) usage.samples.splice(0, usage.samples.length - (usage.keep || 120));
+    drawUsage();
+  }
+
+  function noMetrics() {
+    var charts = document.querySelector("[data-usage-charts]");
+    if (!charts) return;
+    var p = document.createElement("p");
+    p.className = "muted";
+    p.setAttribute("data-usage-charts-off", "");
+    p.textContent = "metrics-server is not installed on this cluster, so there is no CPU or memory usage to chart.";
+    var card = document.createElement("div");
+    card.className = "card";
+    card.appendChild(p);
+    charts.replaceWith(card);
+    usage = null;
+  }
+
+  function startUsage() {
+    var data = document.getElementById("cluster-usage");
+    if (!data) return;
+    try { usage = JSON.parse(data.textContent); } catch (e) { return; }
+    if (!usage || !Array.isArray(usage.samples)) { usage = null; return; }
+    drawUsage();
+    var t;
+    window.addEventListener("resize", function () { clearTimeout(t); t = setTimeout(drawUsage, 150); });
   }
 
   function startLive() {
@@ -251,6 +341,6 @@
   }, true);
   document.addEventListener("htmx:load", function (ev) { fillActions(ev.target); });
 
-  Slipway.clusters = { applyChange: applyChange, onMessage: onMessage, conn: null };
-  document.addEventListener("DOMContentLoaded", function () { fillActions(); startLive(); startLogs(); });
+  Slipway.clusters = { applyChange: applyChange, onMessage: onMessage, addSample: addSample, conn: null };
+  document.addEventListener("DOMContentLoaded", function () { fillActions(); startUsage(); startLive(); startLogs(); });
 })();
