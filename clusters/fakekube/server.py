@@ -269,6 +269,19 @@ def _status_success(code: int = 200, details: dict | None = None) -> dict:
     return body
 
 
+def _failing_readyz(failing: set[str]) -> str:
+    """Return /readyz?verbose as kube-apiserver words it when FAILING checks fail."""
+    lines = []
+    for line in READYZ_VERBOSE.splitlines():
+        name = line[3:].split(" ", 1)[0] if line.startswith("[+]") else None
+        if name in failing:
+            line = f"[-]{name} failed: reason withheld"
+        elif line == "readyz check passed":
+            line = "readyz check failed"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _json_response(
     body: Any, status: int = 200, content_type: str = "application/json"
 ):
@@ -397,6 +410,8 @@ class FakeKubeServer:
         self._watchers: set[_Watcher] = set()
         self._streams: set[asyncio.Task] = set()
         self._pod_logs: dict[tuple[str, str, str], list[str]] = {}
+        # /readyz checks to report as failing (names as listed, e.g. "informer-sync").
+        self.readyz_failures: set[str] = set()
         self._log_waiters: set[asyncio.Event] = set()
         self.node_usage: dict[str, dict[str, str]] = {}
         self.pod_usage: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
@@ -879,6 +894,13 @@ class FakeKubeServer:
         if path in ("/version", "/healthz", "/livez", "/readyz"):
             if path == "/version":
                 return _json_response(VERSION_INFO)
+            if path == "/readyz" and self.readyz_failures:
+                # A failing check: 500, and the whole list even without ?verbose.
+                return web.Response(
+                    status=500,
+                    body=_failing_readyz(self.readyz_failures).encode(),
+                    headers={"Content-Type": "text/plain; charset=utf-8"},
+                )
             if "verbose" in q:
                 text = READYZ_VERBOSE if path == "/readyz" else LIVEZ_VERBOSE
                 if path == "/healthz":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +236,90 @@ def test_server_side_selectors(fake, backend):
     ] == ["web-1"]
     on_node = backend.list_pods(field_selector="spec.nodeName=n1").items
     assert [p["metadata"]["name"] for p in on_node] == ["web-1"]
+
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "kubernetes"
+
+
+def test_parse_readyz_reads_the_recorded_answer_and_a_failing_check():
+    recorded = json.loads((FIXTURES / "42-readyz-verbose.json").read_text())
+    text = recorded["response"]["body"]
+    checks = kube.parse_readyz(text)
+    assert len(checks) == text.count("[+]") and all(ok for _, ok in checks)
+    assert checks[0] == ("ping", True) and checks[-1] == ("shutdown", True)
+    # As kube-apiserver words a failure (see the fixture's note).
+    failing = text.replace(
+        "[+]informer-sync ok", "[-]informer-sync failed: reason withheld"
+    )
+    assert dict(kube.parse_readyz(failing))["informer-sync"] is False
+    assert kube.parse_readyz("ok") == []
+
+
+def test_readyz_returns_the_checks_when_one_fails_with_500(fake, backend):
+    assert ("informer-sync", True) in backend.readyz()
+    fake.readyz_failures = {"informer-sync"}
+    checks = backend.readyz()
+    assert fake.requests[-1].status == 500 and fake.requests[-1].query == {
+        "verbose": ""
+    }
+    assert dict(checks)["informer-sync"] is False
+    assert [name for name, ok in checks if not ok] == ["informer-sync"]
+
+
+def test_readyz_raises_when_the_server_cannot_answer(fake, backend):
+    fake.set_available(False)
+    with pytest.raises(kube.KubeError) as err:
+        backend.readyz()
+    assert err.value.status == 0
+
+
+def test_delete_pod_sends_kubectls_delete_options(fake, backend):
+    fake.store.create(pod("web-0"))
+    backend.delete_pod("demo", "web-0")
+    req = last(fake, "DELETE")
+    assert req.path == "/api/v1/namespaces/demo/pods/web-0" and req.query == {}
+    assert ctype(req) == "application/json"
+    assert req.json() == {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "propagationPolicy": "Background",
+    }
+    with pytest.raises(kube.KubeError) as err:
+        backend.delete_pod("demo", "web-0-gone")
+    assert err.value.status == 404
+
+
+def test_pod_logs_query_is_kubectl_logs(fake, backend):
+    fake.store.create(pod("web-0", node_name="n1"))
+    fake.set_pod_log("demo", "web-0", "a\nb\n")
+    assert backend.pod_logs("demo", "web-0", tail=1) == "b\n"
+    assert last(fake, "GET").query == {"tailLines": "1"}
+    backend.pod_logs("demo", "web-0", "app", tail=None, timestamps=True)
+    assert last(fake, "GET").query == {"container": "app", "timestamps": "true"}
+
+
+def test_cluster_autoscaler_status_reads_its_configmap(fake, backend):
+    assert backend.cluster_autoscaler_status() is None
+    fake.store.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "cluster-autoscaler-status",
+                "namespace": "kube-system",
+            },
+            "data": {"status": "Cluster-wide:\n  Health: Healthy\n"},
+        }
+    )
+    assert backend.cluster_autoscaler_status() == "Cluster-wide:\n  Health: Healthy\n"
+    req = last(fake, "GET")
+    assert req.path == (
+        "/api/v1/namespaces/kube-system/configmaps/cluster-autoscaler-status"
+    )
+    fake.add_rbac_denial(fake.token, "get", "configmaps")
+    assert backend.cluster_autoscaler_status() is None
+
+
+def test_vpa_recommendations_are_none_without_the_crds(fake, backend):
+    assert backend.vpa_recommendations() is None
+    assert [r.path for r in fake.requests] == ["/apis"]
