@@ -71,6 +71,7 @@ app_name = "api"
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
+    path("v1/lint/", pipelines_api.LintView.as_view(), name="lint"),
     path("v1/", include(router.urls)),
     re_path(r"^.*$", _not_found, name="not-found"),
 ]

@@ -1,14 +1,15 @@
 """REST API of the pipelines app: thin views over ``services`` and the models.
 
-Reads need the viewer role; starting, canceling, retrying and playing need a
-developer; repository, schedule and variable management need an admin (see
-``required_roles`` and ``core.api.required_role``). Roles count per repository
-(``role_scope``: a global role or a grant on the row's repository), and lists show
-only the repositories the user may see. Every write is audited.
+Reads, and linting a pipeline file, need the viewer role; starting, canceling,
+retrying and playing need a developer; repository, schedule and variable management
+need an admin (see ``required_roles`` and ``core.api.required_role``). Roles count
+per repository (``role_scope``: a global role or a grant on the row's repository),
+and lists show only the repositories the user may see. Every write is audited.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -22,18 +23,19 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import mixins, renderers, status
+from rest_framework import mixins, parsers, renderers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ParseError, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from core import audit, roles
-from core.api import ErrorSerializer, IdFilter, require_on
-from core.api_views import ApiViewSet
+from core.api import ErrorSerializer, IdFilter, RolePermission, require_on
+from core.api_views import ApiView, ApiViewSet
 
 from . import delivery, logs, services
+from .engine import spec
 from .models import (
     Artifact,
     Deployment,
@@ -51,6 +53,8 @@ from .serializers import (
     DeploymentSerializer,
     EnvironmentSerializer,
     JobSerializer,
+    LintRequestSerializer,
+    LintResultSerializer,
     LogQuerySerializer,
     LogSerializer,
     PromoteSerializer,
@@ -625,3 +629,134 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVie
             if self.action == "list"
             else DeploymentDetailSerializer
         )
+
+
+# --- linting ------------------------------------------------------------------------
+
+# JSON escapes a byte in at most six: a file at the spec's own limit still fits, and
+# a larger one gets the spec's message about its size rather than a parse error.
+LINT_MAX_BODY = 6 * spec.MAX_SPEC_BYTES
+TEXT_MEDIA_TYPES = ("text/", "application/yaml", "application/x-yaml")
+
+
+def _read_bounded(stream: Any) -> bytes:
+    data: bytes = stream.read(LINT_MAX_BODY + 1) if stream is not None else b""
+    if len(data) > LINT_MAX_BODY:
+        raise ParseError(f"The body is larger than {LINT_MAX_BODY} bytes.")
+    return data
+
+
+class BoundedJSONParser(parsers.JSONParser):
+    """JSON, of at most LINT_MAX_BODY bytes."""
+
+    def parse(
+        self, stream: Any, media_type: Any = None, parser_context: Any = None
+    ) -> Any:
+        data = _read_bounded(stream)
+        return super().parse(io.BytesIO(data), media_type, parser_context)
+
+
+class PipelineTextParser(parsers.BaseParser):
+    """A pipeline file sent as the body itself (``curl --data-binary @.slipway.yml``)."""
+
+    media_type = "text/*"
+
+    def parse(
+        self, stream: Any, media_type: Any = None, parser_context: Any = None
+    ) -> str:
+        try:
+            return _read_bounded(stream).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("The pipeline file is not UTF-8 text.") from None
+
+
+class PipelineYamlParser(PipelineTextParser):
+    media_type = "application/yaml"
+
+
+class PipelineXYamlParser(PipelineTextParser):
+    media_type = "application/x-yaml"
+
+
+def lint(text: str) -> dict[str, Any]:
+    """Return LintResultSerializer's body for the pipeline file TEXT."""
+    try:
+        pipeline = spec.parse(text, filename=services.SPEC_FILE)
+    except spec.SpecError as exc:
+        return {
+            "valid": False,
+            "errors": [
+                {
+                    "message": issue.message,
+                    "line": issue.line,
+                    "column": issue.column,
+                    "key": issue.path,
+                    "text": issue.format(exc.filename),
+                }
+                for issue in exc.issues
+            ],
+            "stages": None,
+            "jobs": None,
+        }
+    return {
+        "valid": True,
+        "errors": [],
+        "stages": list(pipeline.stages),
+        "jobs": [
+            {
+                "name": job.name,
+                "stage": job.stage,
+                "when": job.when,
+                "needs": None if job.needs is None else [n.job for n in job.needs],
+                "allow_failure": job.allow_failure,
+                "tags": list(job.tags),
+                "line": job.line,
+            }
+            for job in pipeline.jobs
+        ],
+    }
+
+
+class LintView(ApiView):
+    """Validate a .slipway.yml without running it, as ``manage.py lint_pipeline``.
+
+    A viewer anywhere may lint. Nothing is stored or audited, so a read-scope token
+    may lint too (``TokenScopePermission`` is left out on purpose).
+    """
+
+    parser_classes = [
+        BoundedJSONParser,
+        PipelineTextParser,
+        PipelineYamlParser,
+        PipelineXYamlParser,
+    ]
+    permission_classes = [RolePermission]
+    required_roles = {"POST": roles.VIEWER}
+    role_scope = roles.ANY
+
+    @extend_schema(
+        summary="Validate a pipeline file without running it (viewers)",
+        description=(
+            "Send the file as the body (Content-Type text/plain, text/yaml or "
+            'application/yaml) or as JSON {"content": "..."}. An invalid '
+            "file is still a 200: valid is false and errors names each problem's "
+            "line, column and key."
+        ),
+        request={
+            "application/json": LintRequestSerializer,
+            "text/plain": OpenApiTypes.STR,
+            "text/yaml": OpenApiTypes.STR,
+        },
+        responses={200: LintResultSerializer, **ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        if isinstance(data, str):
+            text = data
+        elif request.content_type.startswith(TEXT_MEDIA_TYPES):
+            text = ""  # An empty body: DRF parses nothing.
+        else:
+            params = LintRequestSerializer(data=data)
+            params.is_valid(raise_exception=True)
+            text = params.validated_data["content"]
+        return Response(lint(text))

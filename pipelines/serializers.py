@@ -385,6 +385,67 @@ class ArtifactSerializer(serializers.ModelSerializer):
         return reverse("api:artifact-download", args=[obj.pk])
 
 
+# --- linting ------------------------------------------------------------------------
+
+
+class LintRequestSerializer(serializers.Serializer):
+    """A pipeline file to validate, as a JSON string."""
+
+    content = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The text of a .slipway.yml.",
+    )
+
+
+class LintIssueSerializer(serializers.Serializer):
+    """One problem in the file; line and column are 1-based, null when unknown."""
+
+    message = serializers.CharField()
+    line = serializers.IntegerField(allow_null=True)
+    column = serializers.IntegerField(allow_null=True)
+    key = serializers.CharField(
+        allow_blank=True,
+        help_text="The key it concerns, e.g. jobs.build.script; empty for the file.",
+    )
+    text = serializers.CharField(
+        help_text="The problem as one line: .slipway.yml:LINE:COLUMN: key: message."
+    )
+
+
+class LintJobSerializer(serializers.Serializer):
+    """A job the file defines (after extends, default: and matrix expansion)."""
+
+    name = serializers.CharField()
+    stage = serializers.CharField()
+    when = serializers.CharField()
+    needs = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="Jobs it waits for; null: every job of the earlier stages.",
+    )
+    allow_failure = serializers.BooleanField()
+    tags = serializers.ListField(child=serializers.CharField())
+    line = serializers.IntegerField(help_text="Where the job is defined.")
+
+
+class LintResultSerializer(serializers.Serializer):
+    """Whether a pipeline file is valid: its problems, or what it defines."""
+
+    valid = serializers.BooleanField()
+    errors = LintIssueSerializer(many=True)
+    stages = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="The stages in order; null when the file is invalid.",
+    )
+    jobs = LintJobSerializer(
+        many=True,
+        allow_null=True,
+        help_text="The jobs in file order; null when the file is invalid.",
+    )
+
+
 # --- deliveries, schedules, variables -----------------------------------------------
 
 
