@@ -8,7 +8,8 @@
  * empty <td class="actions"> rendered by the server is filled from it too (the pods page
  * sends 100 rows without a form and token each). The pods page swaps #pod-table (htmx) to
  * page and filter; a form in it goes back to the page shown now, not the one first loaded.
- * The [data-stale-ribbon] shows while the monitor's watch is down or the socket is closed.
+ * The [data-stale-ribbon] shows while the monitor's watch is down or the socket is closed;
+ * #cluster-page gets data-live-ready once the socket follows the cluster's changes.
  * Pod logs: <pre id="pod-log" data-log-url> polls every 2 s while [data-log-follow] is on.
  * Overview: #cluster-usage (json_script) feeds the CPU and memory charts
  * ([data-usage-chart], drawn by Slipway.charts.series); metrics messages extend them live.
@@ -36,7 +37,7 @@
     if (b == null || b === "") return "—";
     var n = +b, units = ["", "Ki", "Mi", "Gi", "Ti"], i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i < 2 ? Math.round(n) : n.toPrecision(3)) + units[i];
+    return (i < 2 ? Math.round(n) : +n.toPrecision(3)) + units[i]; // 8Gi, 7.81Gi: as the server's filter
   }
   function badge(word) { return '<span class="badge status-' + statusClass(word) + '">' + esc(word) + "</span>"; }
 
@@ -49,13 +50,16 @@
       case "yaml":
         return '<a href="' + esc(yamlBase + kind + "/" + (obj.namespace || "-") + "/" + obj.name + "/") + '">' + esc(v) + "</a>";
       case "list": return esc((v || []).join(", "));
+      case "node-name":
+        return renderCell("yaml", field, obj, kind) +
+          ((obj.roles || []).length ? '<div class="small muted">' + esc(obj.roles.join(", ")) + "</div>" : "");
       case "cpu": return esc(cpu(v));
       case "mem": return esc(mem(v));
       case "bool": return v ? "yes" : "";
       case "age": return v ? '<time data-relative datetime="' + esc(v) + '">' + esc(v) + "</time>" : "";
       case "badge": return v ? badge(v) : "";
       case "pod-phase": return badge(obj.reason || obj.phase);
-      case "node-status": return badge(v) + (obj.unschedulable ? ' <span class="badge status-warning">cordoned</span>' : "");
+      case "node-status": return badge(v) + (obj.unschedulable ? ' <span class="badge status-warning node-cordoned">cordoned</span>' : "");
       case "cpu-pair": return esc(cpu(obj.cpu_alloc)) + ' <span class="muted">/ ' + esc(cpu(obj.cpu_capacity)) + "</span>";
       case "mem-pair": return esc(mem(obj.mem_alloc)) + ' <span class="muted">/ ' + esc(mem(obj.mem_capacity)) + "</span>";
       case "conditions":
@@ -201,6 +205,9 @@
 
   function onMessage(msg) {
     if (!msg || typeof msg !== "object") return;
+    // The consumer sends "state" once it has joined the cluster's group: from here
+    // on no change is missed (tests wait for this mark).
+    if (msg.type === "state" && page) page.setAttribute("data-live-ready", "");
     if ("stale" in msg) { monitorStale = !!msg.stale; }
     if (msg.status) staleReason = msg.status.error || (msg.status.reachable ? "" : "the cluster is unreachable");
     if (msg.type === "snapshot") applySnapshot(msg.kind, msg.objects || {});
