@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -510,17 +511,31 @@ def create_run(delivery_pk: int, arguments: Mapping[str, Any]) -> Run | None:
     return run
 
 
-def create_queued_runs(limit: int = 1000) -> int:
-    """Start the runs of every delivery still queued; return how many started.
+def create_queued_runs(
+    limit: int = 1000,
+    *,
+    received_before: datetime | None = None,
+    received_after: datetime | None = None,
+) -> int:
+    """Start the runs of deliveries still queued; return how many started.
 
-    For tests and for recovery when the queue lost its messages: the arguments are
-    read again from the stored body (complete up to MAX_STORED_BODY).
+    For recovery when the broker lost the create_webhook_runs messages (a Redis
+    restart), called by ``services.redispatch_stalled``, and for tests: the
+    arguments are read again from the stored body (complete up to
+    MAX_STORED_BODY). RECEIVED_BEFORE leaves alone the deliveries whose message may
+    still be in flight; RECEIVED_AFTER bounds the scan to recent ones (an index
+    range on received_at). Idempotent: ``create_run`` claims each delivery under a
+    row lock, so a message that arrives late, or a concurrent call, starts nothing.
     """
     started = 0
     queued = WebhookDelivery.objects.filter(
         outcome=WebhookDelivery.Outcome.CREATED, run__isnull=True, reason=QUEUED
-    ).order_by("pk")[:limit]
-    for delivery in queued:
+    )
+    if received_before is not None:
+        queued = queued.filter(received_at__lt=received_before)
+    if received_after is not None:
+        queued = queued.filter(received_at__gte=received_after)
+    for delivery in queued.order_by("pk")[:limit]:
         try:
             arguments = trigger_arguments_of(delivery)
         except WebhookError as exc:

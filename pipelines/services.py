@@ -1121,18 +1121,23 @@ def redeliver(delivery: Any, *, user: Any = None, request: Any = None) -> Run | 
 
 STALL_SECONDS = 60
 REDISPATCH_LIMIT = 200
+# How far back redispatch_stalled looks for webhook deliveries whose run message was
+# lost. Older ones (the beat process was down for longer) are left to a person's
+# redeliver; the bound keeps the 5-second reaper's scan an index range.
+LOST_DELIVERY_WINDOW = timedelta(days=1)
 
 
 def redispatch_stalled(grace: int = STALL_SECONDS) -> int:
     """Re-send work whose queue message was lost; return how many were re-sent.
 
     Redis keeps no queue across a restart, and a task that failed on a database
-    outage was acknowledged: without this, such jobs would stay pending forever.
+    outage was acknowledged: without this, such jobs would stay pending forever,
+    and a webhook delivery answered 201 "run queued" would never get its run.
     Re-sending is safe because every claim and transition is conditional.
     """
     from django.db.models import Exists, OuterRef
 
-    from . import tasks
+    from . import hooks, tasks
 
     now = timezone.now()
     limit = now - timedelta(seconds=grace)
@@ -1159,6 +1164,18 @@ def redispatch_stalled(grace: int = STALL_SECONDS) -> int:
     for run_id in lost_starts:
         tasks.start_run.delay(run_id)
         sent += 1
+    # Past the grace a delivery's create_webhook_runs message is lost, not in
+    # flight; should it arrive after all, create_run finds the delivery linked to
+    # its run and starts nothing.
+    try:
+        sent += hooks.create_queued_runs(
+            REDISPATCH_LIMIT,
+            received_before=limit,
+            received_after=now - LOST_DELIVERY_WINDOW,
+        )
+    except Exception:
+        # The reaper goes on with idle runs; the next beat tries the deliveries again.
+        logger.exception("could not start the runs of queued webhook deliveries")
     busy = Job.objects.filter(
         run=OuterRef("pk"), status__in=[Job.Status.PENDING, Job.Status.RUNNING]
     )

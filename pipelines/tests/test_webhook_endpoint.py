@@ -15,14 +15,17 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test import Client, TestCase
+from django.utils import timezone
 
 from config.celery import app as celery_app
 from core.models import AuditEvent
+from core.testing.processes import workers_paused
 from pipelines import hook_tasks, hooks, services
 from pipelines.models import Repository, Run, WebhookDelivery
 from pipelines.webhooks import ZERO_SHA
@@ -74,10 +77,12 @@ def origin(tmp_path: Path, settings) -> Origin:
 
 @pytest.fixture
 def purge_queue() -> Iterator[None]:
-    """Drop the start_run messages a test without workers left on the broker."""
-    # Otherwise a later test's workers would pick them up for rows long gone.
-    yield
-    celery_app.control.purge()
+    """Play the worker: take this test's messages, then drop what it left behind."""
+    # Live workers of earlier tests would race the test for its messages; a later
+    # test's workers would pick up leftovers for rows long gone.
+    with workers_paused():
+        yield
+        celery_app.control.purge()
 
 
 def make_repository(origin: Origin, forge: str, **fields: object) -> Repository:
@@ -417,6 +422,44 @@ def test_deliveries_whose_message_was_lost_are_started_from_the_record(
     assert (run.branch, run.commit_sha) == ("main", sha)
     assert WebhookDelivery.objects.get().run == run
     assert hooks.create_queued_runs() == 0
+
+
+@pytest.mark.django_db
+def test_the_reaper_starts_lost_deliveries_after_the_grace_only(
+    client, origin, purge_queue
+) -> None:
+    repository = make_repository(origin, "github")
+    first = origin.sha("main")
+    assert send(client, repository, ref="refs/heads/main", after=first)[0] == 201
+    origin.commit({"README.md": "two"}, "second")
+    origin.push("main")
+    second = origin.sha("main")
+    assert send(client, repository, ref="refs/heads/main", after=second)[0] == 201
+    old, fresh = WebhookDelivery.objects.order_by("pk")
+    # Redis lost both messages; the first delivery was answered long enough ago.
+    celery_app.control.purge()
+    WebhookDelivery.objects.filter(pk=old.pk).update(
+        received_at=timezone.now() - timedelta(seconds=services.STALL_SECONDS + 30)
+    )
+    assert services.redispatch_stalled() == 1
+    run = Run.objects.get()
+    assert (run.trigger, run.branch, run.commit_sha) == ("push", "main", first)
+    old.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (old.run, old.reason) == (run, f"run #{run.number} created")
+    # The fresh one's message may merely be in flight: left for it.
+    assert (fresh.run, fresh.reason) == (None, hooks.QUEUED)
+    # The lost message arrives after all, and the reaper runs again: no second run.
+    arguments = hooks.trigger_arguments_of(old)
+    assert hook_tasks.create_webhook_runs([[old.pk, arguments]]) == 0
+    assert services.redispatch_stalled() == 0
+    assert Run.objects.count() == 1
+    # A delivery older than the window is left to a person's redeliver.
+    WebhookDelivery.objects.filter(pk=fresh.pk).update(
+        received_at=timezone.now() - services.LOST_DELIVERY_WINDOW - timedelta(hours=1)
+    )
+    assert services.redispatch_stalled() == 0
+    assert Run.objects.count() == 1
 
 
 # --- refusals: nothing created -----------------------------------------------------
