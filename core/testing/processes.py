@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import uvicorn
 from django.db import connection
@@ -84,6 +86,8 @@ class AsgiServer:
 class CeleryWorker:
     """A real `celery -A config worker` process on the test database."""
 
+    launched: ClassVar[list[CeleryWorker]] = []  # Every worker this process started.
+
     def __init__(
         self,
         name: str,
@@ -106,6 +110,7 @@ class CeleryWorker:
 
     def launch(self, log_dir: Path) -> None:
         self.log_path = log_dir / f"worker-{self.name}.log"
+        CeleryWorker.launched.append(self)
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
@@ -147,6 +152,15 @@ class CeleryWorker:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     @property
+    def hostname(self) -> str:
+        """Return the node name Celery knows it by (`-n NAME@%h`)."""
+        return f"{self.name}@{socket.gethostname()}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
@@ -165,6 +179,28 @@ class CeleryWorker:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@contextmanager
+def workers_paused(queue: str = "default") -> Iterator[None]:
+    """Make the running test workers stop taking QUEUE meanwhile.
+
+    For a test that plays the worker itself (takes the messages from the broker and
+    counts them): the session's workers, started by earlier tests, would otherwise
+    race it for the messages.
+    """
+    from config.celery import app
+
+    names = [
+        w.hostname for w in CeleryWorker.launched if w.running and queue in w.queues
+    ]
+    if names:
+        app.control.cancel_consumer(queue, destination=names, reply=True, timeout=5)
+    try:
+        yield
+    finally:
+        if names:
+            app.control.add_consumer(queue, destination=names, reply=True, timeout=5)
 
 
 @contextmanager
