@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core import audit, roles
 
@@ -62,6 +62,7 @@ def _sorted(objs: dict[str, dict]) -> list[dict]:
 # ------------------------------------------------------------------ cluster CRUD
 
 
+@require_GET
 @role_required(roles.VIEWER, roles.ANY)
 def cluster_list(request: HttpRequest) -> HttpResponse:
     """List the registered clusters with their health."""
@@ -110,12 +111,14 @@ def _save_cluster(request: HttpRequest, cluster: Cluster | None) -> HttpResponse
     )
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.ADMIN)
 def cluster_create(request: HttpRequest) -> HttpResponse:
     """Register a cluster."""
     return _save_cluster(request, None)
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.ADMIN, _cluster_scope)
 def cluster_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Change a cluster's credentials or settings."""
@@ -173,6 +176,7 @@ def _control_plane(cluster: Cluster) -> tuple[list[tuple[str, bool]], str]:
     return value
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show the cluster's health at a glance."""
@@ -255,6 +259,7 @@ def _usage_chart(history: list[dict[str, Any]], resources: dict[str, Any]) -> di
 # ------------------------------------------------------------------------ lists
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def node_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List nodes with capacity, allocatable and usage."""
@@ -281,6 +286,7 @@ def _page_number(value: str | None) -> int:
         return 1
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List pods, filtered and paginated on the server.
@@ -348,6 +354,7 @@ def pod_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def workload_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List deployments, statefulsets and daemonsets."""
@@ -373,6 +380,7 @@ def workload_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def service_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List services and ingresses."""
@@ -391,6 +399,7 @@ def service_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def storage_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List PersistentVolumes, claims and StorageClasses."""
@@ -428,6 +437,7 @@ def _autoscaling_extras(cluster: Cluster) -> dict[str, Any]:
     return value
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def hpa_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List HPAs; show VPA recommendations and Cluster Autoscaler status if present."""
@@ -446,6 +456,7 @@ def hpa_list(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def event_list(request: HttpRequest, pk: int) -> HttpResponse:
     """List events, warnings first, newest first."""
@@ -466,6 +477,7 @@ def event_list(request: HttpRequest, pk: int) -> HttpResponse:
 # ------------------------------------------------------------- logs and YAML
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def pod_logs(request: HttpRequest, pk: int, namespace: str, name: str) -> HttpResponse:
     """Show a pod's log; the page follows it by polling ``pod_log_text``."""
@@ -486,6 +498,7 @@ def pod_logs(request: HttpRequest, pk: int, namespace: str, name: str) -> HttpRe
     )
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def pod_log_text(
     request: HttpRequest, pk: int, namespace: str, name: str
@@ -507,6 +520,7 @@ def pod_log_text(
     return HttpResponse(text, content_type="text/plain; charset=utf-8", status=status)
 
 
+@require_GET
 @role_required(roles.VIEWER, _cluster_scope)
 def object_yaml(
     request: HttpRequest, pk: int, kind: str, namespace: str, name: str
@@ -567,6 +581,7 @@ def cluster_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     return _back(request, cluster)
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.OPERATOR, _cluster_scope)
 def apply_yaml(request: HttpRequest, pk: int) -> HttpResponse:
     """Apply YAML with server-side apply."""

@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.decorators.http import require_http_methods
 
 from core import views as core_views
 from core.metrics import metrics_view
@@ -14,7 +15,11 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path(
         "login/",
-        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        # A FormView takes PUT as POST, and a signed-in user is redirected before
+        # any method check: refuse other verbs first.
+        require_http_methods(["GET", "POST"])(
+            auth_views.LoginView.as_view(redirect_authenticated_user=True)
+        ),
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -11,11 +11,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseServerError, Json
 from django.shortcuts import render
 from django.template import loader
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 from redis import Redis
 from redis.exceptions import RedisError
 
 
 @login_not_required
+@require_safe
 @never_cache
 def healthz(request: HttpRequest) -> HttpResponse:
     """Answer 200 while the process serves requests (liveness)."""
@@ -45,6 +47,7 @@ def _check_redis() -> str | None:
 
 
 @login_not_required
+@require_safe
 @never_cache
 def readyz(request: HttpRequest) -> HttpResponse:
     """Answer 200 when the database and Redis answer, 503 otherwise (readiness)."""

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from . import tokens
 from .models import ApiToken
@@ -50,6 +50,7 @@ class TokenForm(forms.Form):
         return None if days == "never" else timezone.now() + timedelta(days=int(days))
 
 
+@require_http_methods(["GET", "POST"])
 @never_cache
 def token_list(request: HttpRequest) -> HttpResponse:
     """List the user's tokens and create one (its secret is shown once)."""

@@ -26,7 +26,11 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import (
+    require_GET,
+    require_http_methods,
+    require_POST,
+)
 
 from core import audit, roles
 
@@ -267,6 +271,7 @@ def repository_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.ADMIN)
 def repository_create(request: HttpRequest) -> HttpResponse:
     """Connect a repository (admins)."""
@@ -500,6 +505,7 @@ def _tab_add_form(
     )
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.VIEWER, access.by_name)
 def repository_schedules(request: HttpRequest, name: str) -> HttpResponse:
     """List a repository's schedules; admins add new ones."""
@@ -566,6 +572,7 @@ def schedule_toggle(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     return redirect("pipelines:repository-schedules", name=repository.name)
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.VIEWER, access.by_name)
 def repository_variables(request: HttpRequest, name: str) -> HttpResponse:
     """List a repository's variables and secrets; admins add and delete them."""
@@ -610,6 +617,7 @@ def variable_delete(request: HttpRequest, name: str, pk: int) -> HttpResponse:
     return redirect("pipelines:repository-variables", name=repository.name)
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.ADMIN, access.by_name)
 def repository_settings(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a repository (admins); credentials are write-only."""
@@ -660,6 +668,7 @@ def repository_delete(request: HttpRequest, name: str) -> HttpResponse:
     return redirect("pipelines:repository-list")
 
 
+@require_http_methods(["GET", "POST"])
 @role_required(roles.DEVELOPER, access.by_name)
 def repository_trigger(request: HttpRequest, name: str) -> HttpResponse:
     """Start a run of a branch, tag or commit by hand."""
