@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -177,7 +178,12 @@ PAGES: dict[str, Rule] = {
     # The API (JSON: 401 for anonymous, 403 below the role).
     "api/schema/": R(GET=V),
     "api/docs/": R(GET=V),
-    "api/^.*$": R(lambda w: {"": "v1/no-such-thing/"}, GET=PUBLIC),
+    # The catch-all answers every method with the JSON 404.
+    "api/^.*$": R(
+        lambda w: {"": "v1/no-such-thing/"},
+        **dict.fromkeys(("GET", "POST", "PUT", "PATCH", "DELETE"), PUBLIC),
+    ),
+    "api/v1/lint/": R(POST=V, body=lambda w: {"content": "a:\n  script: [x]\n"}),
     "api/v1/^repositories/$": R(GET=V, POST=A),
     "api/v1/^repositories/(?P<pk>[0-9]{1,18})/$": R(
         lambda w: {"pk": w.repository.pk}, GET=V, PATCH=A, PUT=A, DELETE=A
@@ -305,6 +311,7 @@ SCOPES.update(
         "clusters/add/": GLOBAL,
         "api/schema/": GLOBAL,
         "api/docs/": GLOBAL,
+        "api/v1/lint/": LIST,  # A role on anything: nothing is read or written.
         "api/v1/^repositories/$": {"GET": LIST, "POST": GLOBAL},
         # The repository is in the body: a developer's own, or "does not exist".
         "api/v1/^runs/$": {"GET": LIST, "POST": REPO},
@@ -490,7 +497,15 @@ def request(client: Client, method: str, path: str, body: dict | None) -> Any:
         )
     if method == "GET":
         return client.get(path)
-    return client.post(path, body or {})
+    if method == "POST":
+        return client.post(path, body or {})
+    # A form page asked with another verb: the same form body, as a browser would.
+    return client.generic(
+        method,
+        path,
+        data=urlencode(body or {}),
+        content_type="application/x-www-form-urlencoded",
+    )
 
 
 def outcome(response: Any, path: str) -> str:
@@ -588,6 +603,52 @@ def test_pages_and_api_matrix(people: dict[str, User | None]) -> None:
         if route.startswith("admin/"):
             continue
         failures += check_route(route, PAGES[route], people, clients, shared)
+    assert not failures, "\n".join(failures)
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def check_undeclared_methods(
+    route: str, rule: Rule, clients: dict[str, Client], world: World
+) -> list[str]:
+    """Request ROUTE with every method its rule does not name: each must be refused.
+
+    An admin, who may do anything a route offers, must get 405; anonymous may be
+    stopped at the login gate first (401, 403 or the login page).
+    """
+    failures = []
+    path = build_path(route, rule.kwargs(world))
+    body = rule.body(world) if rule.body else None
+    for method in METHODS:
+        if method in rule.methods:
+            continue
+        for who in (ANON, roles.ADMIN):
+            response = request(clients[who], method, path, body)
+            status = response.status_code
+            if status == 405:
+                continue
+            gated = who == ANON or TOKEN in rule.methods.values()
+            if gated and outcome(response, path) in ("login", "forbidden"):
+                continue
+            failures.append(
+                f"{method} {path} as {who}: {status}, expected 405 "
+                f"(or declare {method} in the rule)"
+            )
+    return failures
+
+
+@pytest.mark.usefixtures("quiet")
+def test_undeclared_methods_are_refused(people: dict[str, User | None]) -> None:
+    # One world: a refused request changes nothing, and an accepted one fails anyway.
+    world = make_world()
+    clients = logged_in_clients(people)
+    failures: list[str] = []
+    for route, _ in url_patterns():
+        if route.startswith("admin/"):
+            continue
+        if route in PAGES:  # A route without a rule fails its own test.
+            failures += check_undeclared_methods(route, PAGES[route], clients, world)
     assert not failures, "\n".join(failures)
 
 
