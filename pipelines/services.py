@@ -66,12 +66,51 @@ def mirror_for(repository: Repository) -> Mirror:
 
 
 def _ref_parts(ref: str) -> tuple[str, str, str]:
-    """Return (full ref, branch, tag) for a branch name, tag ref or full ref."""
+    """Return (full ref, branch, tag) for a branch name, tag ref or full ref.
+
+    A bare name is taken for a branch; for a name typed by hand, ``_known_ref``
+    tells from the mirror whether it is a tag or a commit instead.
+    """
     if ref.startswith("refs/heads/"):
         return ref, ref.removeprefix("refs/heads/"), ""
     if ref.startswith("refs/tags/"):
         return ref, "", ref.removeprefix("refs/tags/")
     return ref, ref, ""
+
+
+# Triggers whose ref a person typed: a branch, a tag or a commit SHA, bare.
+BY_HAND = (Run.Trigger.MANUAL, Run.Trigger.API)
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _looks_like_sha(name: str, *, full: bool = False) -> bool:
+    lengths = (40, 64) if full else range(7, 65)
+    return len(name) in lengths and not set(name) - _HEX
+
+
+def _known_ref(mirror: Mirror, name: str) -> tuple[str, str, str, str] | None:
+    """Return (full ref, branch, tag, sha) of the bare NAME as MIRROR knows it.
+
+    A branch comes first, then a tag, as git looks them up; a hex NAME that is
+    neither but names a commit is that commit, with no branch (SLIPWAY_BRANCH is
+    empty, and branch rules do not match it). None when the mirror does not know
+    the name, or has not been fetched. Reads the mirror only, never fetches.
+    """
+    for prefix in ("refs/heads/", "refs/tags/"):
+        try:
+            sha = mirror.resolve(prefix + name)
+        except GitError:
+            continue
+        if prefix == "refs/heads/":
+            return name, name, "", sha
+        return prefix + name, "", name, sha
+    if _looks_like_sha(name):
+        try:
+            sha = mirror.resolve(name)
+        except GitError:
+            return None
+        return sha, "", "", sha
+    return None
 
 
 def trigger_run(
@@ -93,6 +132,18 @@ def trigger_run(
     if not ref and not sha:
         raise ActionError("Give a branch, tag or commit to run.")
     full_ref, branch, tag = _ref_parts(ref or sha)
+    if not ref:
+        full_ref, branch = sha, ""  # A commit: no branch.
+    elif not sha and trigger in BY_HAND and _looks_like_sha(ref, full=True):
+        # A full SHA typed by hand: when the mirror has the commit already, the run
+        # is a run of that commit from the start. (An abbreviated one, or one the
+        # mirror lacks, is told apart by start_run after its fetch.)
+        try:
+            known = _known_ref(mirror_for(repository), ref)
+        except (GitError, OSError, ValueError):
+            known = None
+        if known is not None and not known[1] and not known[2]:
+            full_ref, branch, tag, sha = known
     if trigger == Run.Trigger.TAG and not tag:
         tag, branch = branch, ""
     with transaction.atomic():
@@ -222,7 +273,8 @@ def start_run(run_id: int) -> None:
             info, text = mirror.read_commit(sha, SPEC_FILE, max_bytes=limit)
         except UnknownCommit:
             mirror.fetch()
-            sha = mirror.resolve(run.commit_sha or run.ref)
+            known = _typed_ref(run, mirror)
+            sha = known[3] if known else mirror.resolve(run.commit_sha or run.ref)
             info, text = mirror.read_commit(sha, SPEC_FILE, max_bytes=limit)
         changed = None
         if run.before_sha and run.before_sha.strip("0"):
@@ -267,6 +319,25 @@ def start_run(run_id: int) -> None:
         return
     _create_jobs(run, pipeline, context)
     advance_run(run_id)
+
+
+def _typed_ref(run: Run, mirror: Mirror) -> tuple[str, str, str, str] | None:
+    """Tell what the bare name a person typed for RUN is, now that MIRROR is fresh.
+
+    trigger_run took it for a branch; a tag or a commit is stored as such (before
+    the rules see the branch), and a branch named like a SHA resolves to its tip.
+    """
+    if run.trigger not in BY_HAND or run.commit_sha or run.tag:
+        return None
+    if not run.ref or run.ref != run.branch:
+        return None
+    known = _known_ref(mirror, run.ref)
+    if known is not None and known[:3] != (run.ref, run.branch, run.tag):
+        run.ref, run.branch, run.tag = known[:3]
+        Run.objects.filter(pk=run.pk).update(
+            ref=run.ref, branch=run.branch, tag=run.tag
+        )
+    return known
 
 
 def _full_sha(value: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines import services
@@ -239,3 +241,75 @@ def test_stage_status_follows_the_jobs_advance_run_read(repository) -> None:
     stages = {s.name: s for s in run.stages.all()}
     assert stages["test"].status == "success"
     assert stages["deploy"].status != "created"  # gate became manual, docs skipped.
+
+
+# --- refs typed by hand: branch, tag or commit -----------------------------------------
+
+
+@pytest.fixture
+def history(tmp_path) -> tuple[GitRepo, str, str]:
+    """A repository with two commits on main, a tag v1 and a branch named in hex."""
+    git = GitRepo(tmp_path / "refs")
+    old = git.commit({".slipway.yml": TWO_STAGES}, "first")
+    git.git("tag", "v1", old)
+    git.git("branch", "beef", old)
+    new = git.commit({"README.md": "two"}, "second")
+    return git, old, new
+
+
+def env_of(run: Run) -> dict[str, str]:
+    job = Job.objects.select_related("run__repository", "stage").get(
+        run=run, name="build"
+    )
+    return services.job_environment(job, Path("/w"))
+
+
+def test_a_full_sha_typed_by_hand_is_a_run_of_that_commit(history) -> None:
+    git, old, new = history
+    repository = Repository.objects.create(name="refs", clone_url=str(git.path))
+    started(repository)  # Fetches the mirror.
+    run = services.trigger_run(repository, trigger="api", ref=old)
+    # Known to the mirror: a commit from the start, with no branch.
+    assert (run.ref, run.branch, run.tag, run.commit_sha) == (old, "", "", old)
+    services.start_run(run.pk)
+    run = Run.objects.get(pk=run.pk)
+    assert (run.branch, run.commit_sha, run.status) == ("", old, "running")
+    env = env_of(run)
+    assert env["SLIPWAY_BRANCH"] == "" and env["SLIPWAY_TAG"] == ""
+    assert env["SLIPWAY_COMMIT_SHA"] == old and env["SLIPWAY_REF"] == old
+
+
+def test_an_abbreviated_sha_is_told_apart_after_the_fetch(history) -> None:
+    git, old, new = history
+    repository = Repository.objects.create(name="refs", clone_url=str(git.path))
+    run = services.trigger_run(repository, ref=old[:10])  # No mirror yet.
+    assert (run.branch, run.commit_sha) == (old[:10], "")
+    services.start_run(run.pk)
+    run = Run.objects.get(pk=run.pk)
+    assert (run.ref, run.branch, run.tag, run.commit_sha) == (old, "", "", old)
+    assert env_of(run)["SLIPWAY_BRANCH"] == ""
+
+
+def test_a_bare_tag_or_hex_named_branch_typed_by_hand_stays_what_it_is(
+    history,
+) -> None:
+    git, old, new = history
+    repository = Repository.objects.create(name="refs", clone_url=str(git.path))
+    tag = services.trigger_run(repository, ref="v1")
+    services.start_run(tag.pk)
+    tag = Run.objects.get(pk=tag.pk)
+    assert (tag.ref, tag.branch, tag.tag, tag.commit_sha) == (
+        "refs/tags/v1",
+        "",
+        "v1",
+        old,
+    )
+    assert env_of(tag)["SLIPWAY_TAG"] == "v1" and env_of(tag)["SLIPWAY_BRANCH"] == ""
+    # "beef" is hex, but a branch: the branch wins, at its tip.
+    branch = services.trigger_run(repository, trigger="api", ref="beef")
+    services.start_run(branch.pk)
+    branch = Run.objects.get(pk=branch.pk)
+    assert (branch.branch, branch.tag, branch.commit_sha) == ("beef", "", old)
+    assert env_of(branch)["SLIPWAY_BRANCH"] == "beef"
+    main = started(repository)
+    assert (main.branch, main.commit_sha) == ("main", new)
