@@ -6,7 +6,9 @@ without someone deciding who may use it. Each route is then requested as anonymo
 a user without a role, viewer, developer, operator and admin, and the outcome must
 match the rule exactly: allowed below the rule's role is a leak, denied above it is a
 bug. Every allowed HTML page must also pass the content security policy (no inline
-script, no inline event handler).
+script, no inline event handler). Every method a rule does not declare (of GET, POST,
+PUT, PATCH, DELETE) is asked too and must be refused with 405 (anonymous may meet the
+login gate first), so a new verb on an existing route fails until a rule names it.
 
 Roles also come as grants on one repository or cluster (``core.models.RoleGrant``).
 ``SCOPES`` says what each route is about, and a second matrix walks every route as
