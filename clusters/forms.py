@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 
 from . import kube
-from .models import Cluster
+from .models import Cluster, validate_namespaces
 
 MAX_KUBECONFIG_BYTES = 256 * 1024
 
@@ -41,6 +42,17 @@ class ClusterForm(forms.ModelForm):
         help_text="A ServiceAccount token (kubectl create token …).",
     )
 
+    namespaces = forms.CharField(
+        required=False,
+        label="Namespaces",
+        help_text=(
+            "Separate with commas or spaces. Empty: watch all namespaces (needs a "
+            "ClusterRole). Set: watch only these, for an identity that a Role "
+            "allows into some namespaces only; cluster-wide kinds it may not read "
+            "(nodes, PersistentVolumes, StorageClasses) are shown as not permitted."
+        ),
+    )
+
     class Meta:
         model = Cluster
         fields = [
@@ -54,6 +66,7 @@ class ClusterForm(forms.ModelForm):
             "ca_cert",
             "verify_tls",
             "monitored",
+            "namespaces",
         ]
         widgets = {
             "ca_cert": forms.Textarea(attrs={"rows": 4, "class": "mono"}),
@@ -66,6 +79,15 @@ class ClusterForm(forms.ModelForm):
             self.initial["kubeconfig"] = ""
             self.fields["kubeconfig"].help_text = "Leave empty to keep the stored one."
             self.fields["token"].help_text = "Leave empty to keep the stored one."
+        if not self.is_bound:
+            self.initial["namespaces"] = ", ".join(self.instance.namespaces or [])
+
+    def clean_namespaces(self) -> list[str]:
+        """Return the namespaces as a list: split on commas and spaces, sorted."""
+        text = self.cleaned_data.get("namespaces") or ""
+        names = [n for n in re.split(r"[\s,]+", text.strip()) if n]
+        validate_namespaces(names)
+        return sorted(names)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

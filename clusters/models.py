@@ -10,6 +10,10 @@ needs pruning by a beat task.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -21,6 +25,35 @@ slug_name = RegexValidator(
     r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
     "Use lower-case letters, digits and dashes (like a Kubernetes name).",
 )
+
+
+# A namespace name is a DNS-1123 label: what kube-apiserver accepts.
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Each namespace costs the monitor one watch per namespaced kind (ten of them): fifty
+# namespaces are 500 open streams to one API server, beyond which watching the whole
+# cluster is the cheaper request.
+MAX_NAMESPACES = 50
+
+
+def validate_namespaces(value: Any) -> None:
+    """Accept a list of distinct namespace names (DNS-1123 labels), at most fifty."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Give the namespaces as a list of names.")
+    bad = [v for v in value if not NAMESPACE_RE.match(v)]
+    if bad:
+        raise ValidationError(
+            "Not a namespace name: %(names)s. Use at most 63 lower-case letters, "
+            "digits and dashes, starting and ending with a letter or digit.",
+            params={"names": ", ".join(bad)},
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("A namespace is listed twice.")
+    if len(value) > MAX_NAMESPACES:
+        raise ValidationError(
+            "Watch at most %(max)d namespaces, or leave the list empty to watch all.",
+            params={"max": MAX_NAMESPACES},
+        )
 
 
 class ClusterQuerySet(models.QuerySet["Cluster"]):
@@ -70,6 +103,15 @@ class Cluster(models.Model):
     monitored = models.BooleanField(
         default=True, help_text="Watch this cluster live with the monitor process."
     )
+    namespaces = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_namespaces],
+        help_text=(
+            "The namespaces to watch. Empty: all namespaces, which needs list and "
+            "watch across the cluster (a ClusterRole)."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     # Written by the monitor and by "test connection".
@@ -93,6 +135,11 @@ class Cluster(models.Model):
     def group_name(self) -> str:
         """Return the Channels group that carries this cluster's changes."""
         return f"cluster.{self.pk}"
+
+    @property
+    def all_namespaces(self) -> bool:
+        """Return whether the monitor watches every namespace (no list is set)."""
+        return not self.namespaces
 
     @property
     def health(self) -> str:

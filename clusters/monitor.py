@@ -6,15 +6,21 @@ take over within one TTL when the active one dies. While active it re-reads the
 cluster table every few seconds and runs one :class:`ClusterWatcher` per monitored
 cluster.
 
-A watcher, for each watched kind: lists (paged), then watches from the list's
-resourceVersion with bookmarks, resumes from the last resourceVersion when a watch
-ends or drops, relists on 410 Gone, and backs off exponentially (with jitter) while
-the API server is unreachable. It keeps only a compact projection per object
-(``clusters.projection``), as its JSON text, writes changes to the Redis snapshot
-(with the pods' index, ``snapshot.stage_changes``) and publishes them to
-``cluster.<id>`` in batches every ~300 ms. A probe asks ``/version`` every few
-seconds, so an unreachable cluster is marked within seconds and recovers by itself;
-metrics.k8s.io is sampled when the cluster serves it.
+A watcher runs one stream per watched kind, across the cluster, or, when the cluster
+names namespaces (``Cluster.namespaces``), one per namespace for each namespaced
+kind: an identity that a Role lets into some namespaces only cannot list across the
+cluster. Each stream lists (paged), then watches from the list's resourceVersion
+with bookmarks, resumes from the last resourceVersion when a watch ends or drops,
+relists on 410 Gone, and backs off exponentially (with jitter) while the API server
+is unreachable. A stream is up again as soon as its watch is accepted, not at its
+first event. A stream the server refuses (403) is recorded as not permitted, not as
+down: the pages say so, and it is retried slowly in case RBAC changes. It keeps
+only a compact projection per object (``clusters.projection``), as its JSON text,
+writes changes to the Redis snapshot (with the pods' index,
+``snapshot.stage_changes``) and publishes them to ``cluster.<id>`` in batches every
+~300 ms. A probe asks ``/version`` every few seconds, so an unreachable cluster is
+marked within seconds and recovers by itself; metrics.k8s.io is sampled when the
+cluster serves it (pods per watched namespace when namespaces are named).
 
 Memory is what bounds the cluster size one monitor can follow: a pod decoded from
 JSON is ~17 kB of Python objects, its projection's text ~0.3 kB. So a list is
@@ -38,6 +44,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -45,6 +52,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio import watch as ak8s_watch
+from kubernetes_asyncio.client import rest as ak8s_rest
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import events, kube, projection, snapshot
@@ -54,28 +62,62 @@ log = logging.getLogger("slipway.monitor")
 
 LOCK_NAME = "slipway:monitor:lock"
 
-# kind (plural) -> (API class, list method for all namespaces / cluster scope)
-WATCHED: dict[str, tuple[str, str]] = {
-    "nodes": ("CoreV1Api", "list_node"),
-    "pods": ("CoreV1Api", "list_pod_for_all_namespaces"),
-    "deployments": ("AppsV1Api", "list_deployment_for_all_namespaces"),
-    "statefulsets": ("AppsV1Api", "list_stateful_set_for_all_namespaces"),
-    "daemonsets": ("AppsV1Api", "list_daemon_set_for_all_namespaces"),
-    "replicasets": ("AppsV1Api", "list_replica_set_for_all_namespaces"),
+# kind (plural) -> (API class, list method across the cluster, list method in one
+# namespace: "" for a cluster-scoped kind).
+WATCHED: dict[str, tuple[str, str, str]] = {
+    "nodes": ("CoreV1Api", "list_node", ""),
+    "pods": ("CoreV1Api", "list_pod_for_all_namespaces", "list_namespaced_pod"),
+    "deployments": (
+        "AppsV1Api",
+        "list_deployment_for_all_namespaces",
+        "list_namespaced_deployment",
+    ),
+    "statefulsets": (
+        "AppsV1Api",
+        "list_stateful_set_for_all_namespaces",
+        "list_namespaced_stateful_set",
+    ),
+    "daemonsets": (
+        "AppsV1Api",
+        "list_daemon_set_for_all_namespaces",
+        "list_namespaced_daemon_set",
+    ),
+    "replicasets": (
+        "AppsV1Api",
+        "list_replica_set_for_all_namespaces",
+        "list_namespaced_replica_set",
+    ),
     "horizontalpodautoscalers": (
         "AutoscalingV2Api",
         "list_horizontal_pod_autoscaler_for_all_namespaces",
+        "list_namespaced_horizontal_pod_autoscaler",
     ),
-    "events": ("CoreV1Api", "list_event_for_all_namespaces"),
-    "services": ("CoreV1Api", "list_service_for_all_namespaces"),
-    "ingresses": ("NetworkingV1Api", "list_ingress_for_all_namespaces"),
-    "persistentvolumes": ("CoreV1Api", "list_persistent_volume"),
+    "events": ("CoreV1Api", "list_event_for_all_namespaces", "list_namespaced_event"),
+    "services": (
+        "CoreV1Api",
+        "list_service_for_all_namespaces",
+        "list_namespaced_service",
+    ),
+    "ingresses": (
+        "NetworkingV1Api",
+        "list_ingress_for_all_namespaces",
+        "list_namespaced_ingress",
+    ),
+    "persistentvolumes": ("CoreV1Api", "list_persistent_volume", ""),
     "persistentvolumeclaims": (
         "CoreV1Api",
         "list_persistent_volume_claim_for_all_namespaces",
+        "list_namespaced_persistent_volume_claim",
     ),
-    "storageclasses": ("StorageV1Api", "list_storage_class"),
+    "storageclasses": ("StorageV1Api", "list_storage_class", ""),
 }
+
+# One list+watch: a kind, and its namespace (None: across the cluster, or a
+# cluster-scoped kind).
+Stream = tuple[str, str | None]
+
+# Connections a watcher needs besides its watches: the probe, metrics, a relist.
+SPARE_CONNECTIONS = 10
 
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -153,8 +195,17 @@ def fingerprint(cluster: Cluster) -> str:
         cluster.token,
         cluster.ca_cert,
         str(cluster.verify_tls),
+        ",".join(cluster.namespaces or []),
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _api_error(status: int, body: bytes) -> ApiException:
+    """Return the ApiException for an answer read with ``_preload_content=False``."""
+    text = body.decode("utf-8", "replace")
+    exc = ApiException(status=status, reason=text[:200])
+    exc.body = text  # What _error_text reads the Status message from.
+    return exc
 
 
 def _error_text(exc: BaseException) -> str:
@@ -166,6 +217,12 @@ def _error_text(exc: BaseException) -> str:
         message = body.get("message") if isinstance(body, dict) else None
         return f"HTTP {exc.status}: {message or exc.reason}"
     return str(exc) or exc.__class__.__name__
+
+
+def _name(stream: Stream) -> str:
+    """Return how logs and errors name STREAM: ``pods`` or ``pods in team-a``."""
+    kind, namespace = stream
+    return f"{kind} in {namespace}" if namespace else kind
 
 
 class ClusterWatcher:
@@ -180,12 +237,23 @@ class ClusterWatcher:
         self.layer = layer
         self.settings = settings
         self.fingerprint = fingerprint(cluster)
+        # Empty: across the cluster (the *_for_all_namespaces lists).
+        self.namespaces: tuple[str, ...] = tuple(sorted(cluster.namespaces or ()))
+        self.streams: list[Stream] = [
+            (kind, ns)
+            for kind in settings.kinds
+            for ns in (
+                self.namespaces if self.namespaces and WATCHED[kind][2] else [None]
+            )
+        ]
         # kind -> key -> the projection's JSON, exactly as stored in Redis.
         self.objects: dict[str, dict[str, str]] = {k: {} for k in settings.kinds}
         # (kind, key) -> [JSON in Redis now or None, JSON to write or None].
         self.pending: dict[tuple[str, str], list[str | None]] = {}
-        self.synced: set[str] = set()
-        self.down: set[str] = set()
+        self.synced: set[Stream] = set()
+        self.down: set[Stream] = set()
+        # Streams the server refuses this identity (403): not permitted, not down.
+        self.forbidden: set[Stream] = set()
         self.reachable: bool | None = None
         self.error = ""
         self.metrics_state = "unknown"
@@ -207,9 +275,12 @@ class ClusterWatcher:
             await self._flush()
             return
         try:
+            await self._size_pool()
             self.tasks = [
-                asyncio.create_task(self._watch_kind(kind), name=f"{self.cid}:{kind}")
-                for kind in self.settings.kinds
+                asyncio.create_task(
+                    self._watch_stream(stream), name=f"{self.cid}:{_name(stream)}"
+                )
+                for stream in self.streams
             ]
             self.tasks += [
                 asyncio.create_task(self._probe_loop()),
@@ -223,6 +294,25 @@ class ClusterWatcher:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self.api.close()
+
+    async def _size_pool(self) -> None:
+        """Let the client open a connection per watch, plus a few spare.
+
+        A watch holds its connection for minutes, and the client queues requests
+        beyond its pool (100 by default): with many namespaces the probe would
+        wait behind the watches and the cluster would look unreachable. The pool
+        is built with the client, so replace it (before any request) with a
+        bigger one of the same configuration."""
+        config = self.api.configuration
+        needed = len(self.streams) + SPARE_CONNECTIONS
+        if (
+            config.connection_pool_maxsize is None
+            or config.connection_pool_maxsize >= needed
+        ):
+            return
+        await self.api.rest_client.close()
+        config.connection_pool_maxsize = needed
+        self.api.rest_client = ak8s_rest.RESTClientObject(config)
 
     async def _reset_snapshot(self) -> None:
         keys = [snapshot.objects_key(self.cid, k) for k in WATCHED]
@@ -239,10 +329,14 @@ class ClusterWatcher:
 
     @property
     def stale(self) -> bool:
+        """Return whether a page may show out-of-date data: a stream is down or not
+        listed yet (one the server refuses is not permitted, not stale)."""
         return (
             not self.reachable
             or bool(self.down)
-            or self.synced != set(self.settings.kinds)
+            or any(
+                s not in self.synced and s not in self.forbidden for s in self.streams
+            )
         )
 
     def status(self) -> dict[str, Any]:
@@ -251,6 +345,20 @@ class ClusterWatcher:
             "error": self.error,
             "metrics": self.metrics_state,
         }
+
+    def _state_fields(self) -> dict[str, str]:
+        """Return the per-kind fields of the state hash (see ``clusters.snapshot``)."""
+        fields: dict[str, str] = {"namespaces": ",".join(self.namespaces)}
+        for kind in WATCHED:
+            streams = [s for s in self.streams if s[0] == kind]
+            listed = bool(streams) and all(s in self.synced for s in streams)
+            refused = [s for s in streams if s in self.forbidden]
+            fields[f"synced:{kind}"] = "1" if listed else "0"
+            if any(ns is None for _kind, ns in refused):
+                fields[f"forbidden:{kind}"] = "*"
+            else:
+                fields[f"forbidden:{kind}"] = ",".join(str(ns) for _k, ns in refused)
+        return fields
 
     async def _set_reachable(self, ok: bool, error: str = "") -> None:
         now = time.monotonic()
@@ -271,6 +379,13 @@ class ClusterWatcher:
             await sync_to_async(self.cluster.mark_unreachable)(error or "unreachable")
         if ok and changed:
             self.wake.set()
+
+    def _mark_up(self, stream: Stream) -> None:
+        """Record that STREAM's list or watch connection was accepted just now."""
+        if stream in self.down or stream in self.forbidden:
+            self.down.discard(stream)
+            self.forbidden.discard(stream)
+            self.state_dirty = True
 
     def _queue(self, kind: str, key: str, old: str | None, new: str | None) -> None:
         entry = self.pending.get((kind, key))
@@ -293,18 +408,32 @@ class ClusterWatcher:
             current[key] = new
             self._queue(kind, key, old, new)
 
+    def _drop_missing(self, stream: Stream, seen: set[str]) -> None:
+        """Delete the objects of STREAM's scope that are not in SEEN."""
+        kind, namespace = stream
+        current = self.objects[kind]
+        prefix = f"{namespace}/" if namespace else ""
+        gone = [k for k in current if k.startswith(prefix) and k not in seen]
+        for key in gone:
+            self._queue(kind, key, current.pop(key), None)
+
     # -- list + watch
 
-    def _list_fn(self, kind: str) -> Callable[..., Any]:
-        api_class, method = WATCHED[kind]
-        return getattr(getattr(ak8s, api_class)(self.api), method)
+    def _list_fn(self, stream: Stream) -> Callable[..., Any]:
+        kind, namespace = stream
+        api_class, across, in_namespace = WATCHED[kind]
+        api = getattr(ak8s, api_class)(self.api)
+        if namespace is None:
+            return getattr(api, across)
+        return partial(getattr(api, in_namespace), namespace)
 
-    async def _relist(self, kind: str) -> str:
-        """List KIND page by page, diff against memory, return the resourceVersion.
+    async def _relist(self, stream: Stream) -> str:
+        """List STREAM page by page, diff against memory, return the resourceVersion.
 
         Each page is decoded, projected and dropped before the next is asked for:
         the peak is one page of whole objects, not the whole list."""
-        fn = self._list_fn(kind)
+        kind = stream[0]
+        fn = self._list_fn(stream)
         seen: set[str] = set()
         token: str | None = None
         rv = ""
@@ -316,7 +445,7 @@ class ClusterWatcher:
             try:
                 body = await resp.read()
                 if not 200 <= resp.status <= 299:
-                    raise ApiException(status=resp.status, reason=body.decode())
+                    raise _api_error(resp.status, body)
             finally:
                 resp.release()
             data = json.loads(body)
@@ -331,18 +460,34 @@ class ClusterWatcher:
             del data
             if not token:
                 break
-        current = self.objects[kind]
-        for key in [k for k in current if k not in seen]:
-            self._queue(kind, key, current.pop(key), None)
+        self._drop_missing(stream, seen)
         return rv
 
-    async def _watch(self, kind: str, rv: str) -> str:
-        """Watch KIND from RV until the server ends the stream; return the last RV."""
+    async def _watch(self, stream: Stream, rv: str) -> str:
+        """Watch STREAM from RV until the server ends the stream; return the last RV.
+
+        The stream counts as up as soon as the server accepts the watch: on a
+        quiet kind the first event may be the bookmark a minute later, and the
+        "stale" marker must not outlast an outage by that long."""
+        kind = stream[0]
+        fn = self._list_fn(stream)
+
+        async def open_watch(**kwargs: Any) -> Any:
+            resp = await fn(**kwargs)
+            if not 200 <= resp.status <= 299:
+                try:
+                    body = await resp.read()
+                finally:
+                    resp.release()
+                raise _api_error(resp.status, body)
+            self._mark_up(stream)
+            return resp
+
         timeout = self.settings.watch_timeout + random.randint(0, 30)
         w = RawWatch()
         try:
-            stream = w.stream(
-                self._list_fn(kind),
+            events_ = w.stream(
+                open_watch,
                 resource_version=rv,
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout,
@@ -350,7 +495,7 @@ class ClusterWatcher:
                     sock_connect=5, sock_read=timeout + 15
                 ),
             )
-            async for event in stream:
+            async for event in events_:
                 type_ = event["type"]
                 raw = event["raw_object"]
                 new_rv = (raw.get("metadata") or {}).get("resourceVersion")
@@ -358,9 +503,6 @@ class ClusterWatcher:
                     rv = str(new_rv)
                 if type_ in ("ADDED", "MODIFIED", "DELETED"):
                     self._apply(kind, type_, raw)
-                if kind in self.down:
-                    self.down.discard(kind)
-                    self.state_dirty = True
         except ApiException as exc:
             if exc.status == 410:
                 raise Gone(str(exc.reason)) from None
@@ -369,54 +511,97 @@ class ClusterWatcher:
             await w.close()
         return rv
 
-    async def _watch_kind(self, kind: str) -> None:
+    async def _watch_stream(self, stream: Stream) -> None:
         backoff = Backoff(self.settings.backoff_min, self.settings.backoff_max)
         rv: str | None = None
         while True:
             try:
                 if rv is None:
-                    rv = await self._relist(kind)
-                    if kind not in self.synced or kind in self.down:
-                        self.synced.add(kind)
-                        self.down.discard(kind)
+                    rv = await self._relist(stream)
+                    if stream not in self.synced:
+                        self.synced.add(stream)
                         self.state_dirty = True
+                    self._mark_up(stream)
                     await self._set_reachable(True)
-                rv = await self._watch(kind, rv)
+                rv = await self._watch(stream, rv)
                 backoff.reset()
             except Gone:
-                log.info("cluster %s %s: 410 Gone, relisting", self.cluster.name, kind)
+                log.info(
+                    "cluster %s %s: 410 Gone, relisting",
+                    self.cluster.name,
+                    _name(stream),
+                )
+                # Stale until the relist has caught up with what the watch missed.
+                self._mark_down(stream)
                 rv = None
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
                 if exc.status == 410:
+                    self._mark_down(stream)
                     rv = None
+                    continue
+                if exc.status == 403:
+                    await self._on_forbidden(stream, exc)
+                    rv = None  # Relist once permitted: the watch missed everything.
                     continue
                 if exc.status >= 500:
                     await self._set_reachable(False, _error_text(exc))
-                await self._on_error(
-                    kind, exc, backoff, refused=exc.status in (401, 403)
-                )
+                await self._on_error(stream, exc, backoff, refused=exc.status == 401)
             except NETWORK_ERRORS as exc:
-                await self._on_error(kind, exc, backoff)
+                await self._on_error(stream, exc, backoff)
             except Exception as exc:  # noqa: BLE001 - keep watching whatever happens.
                 log.exception(
-                    "cluster %s %s: unexpected error", self.cluster.name, kind
+                    "cluster %s %s: unexpected error", self.cluster.name, _name(stream)
                 )
-                await self._on_error(kind, exc, backoff)
+                await self._on_error(stream, exc, backoff)
+
+    def _mark_down(self, stream: Stream) -> None:
+        if stream not in self.down:
+            self.down.add(stream)
+            self.state_dirty = True
+
+    async def _on_forbidden(self, stream: Stream, exc: ApiException) -> None:
+        """Record STREAM as not permitted, forget what it showed, wait to retry.
+
+        RBAC rarely changes, so this is no outage to retry quickly: wait the
+        longest backoff. What the stream listed before is dropped, since nothing
+        would keep it current."""
+        if stream not in self.forbidden:
+            log.info(
+                "cluster %s %s: not permitted: %s",
+                self.cluster.name,
+                _name(stream),
+                _error_text(exc),
+            )
+            self.forbidden.add(stream)
+            self.down.discard(stream)
+            self.synced.discard(stream)
+            self._drop_missing(stream, set())
+            self.state_dirty = True
+        # The server answered: reachable, and no cluster-wide error for one kind.
+        if not self.reachable:
+            await self._set_reachable(True)
+        high = self.settings.backoff_max
+        await self._sleep(random.uniform(high / 2, high))
 
     async def _on_error(
-        self, kind: str, exc: BaseException, backoff: Backoff, refused: bool = False
+        self,
+        stream: Stream,
+        exc: BaseException,
+        backoff: Backoff,
+        refused: bool = False,
     ) -> None:
-        if kind not in self.down:
-            self.down.add(kind)
-            self.state_dirty = True
+        self._mark_down(stream)
         if refused:
             # The server answers but refuses this identity: reachable, with an error.
-            await self._set_reachable(True, f"{kind}: {_error_text(exc)}")
+            await self._set_reachable(True, f"{_name(stream)}: {_error_text(exc)}")
         elif isinstance(exc, NETWORK_ERRORS):
             await self._set_reachable(False, _error_text(exc))
-        delay = backoff.next()
+        await self._sleep(backoff.next())
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep DELAY seconds, or less when the cluster becomes reachable again."""
         self.wake.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.wake.wait(), delay)
@@ -452,12 +637,7 @@ class ClusterWatcher:
             if not self.reachable:
                 continue
             try:
-                nodes = await custom.list_cluster_custom_object(
-                    "metrics.k8s.io", "v1beta1", "nodes", _request_timeout=10
-                )
-                pods = await custom.list_cluster_custom_object(
-                    "metrics.k8s.io", "v1beta1", "pods", _request_timeout=30
-                )
+                nodes, pods = await self._read_metrics(custom)
             except asyncio.CancelledError:
                 raise
             except ApiException as exc:
@@ -467,39 +647,82 @@ class ClusterWatcher:
                 continue
             except Exception:  # noqa: BLE001 - the probe reports reachability.
                 continue
-            if self.metrics_state != "ok":
-                self.metrics_state = "ok"
+            state = "forbidden" if nodes is None and pods is None else "ok"
+            if self.metrics_state != state:
+                self.metrics_state = state
                 self.state_dirty = True
-            await self._store_metrics(nodes, pods)
+            if state == "ok":
+                await self._store_metrics(nodes, pods)
 
-    async def _store_metrics(self, nodes: dict, pods: dict) -> None:
+    async def _read_metrics(
+        self, custom: Any
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Return node and pod metrics lists, None for one this identity may not read.
+
+        Pods are read per watched namespace when the cluster names namespaces, so
+        usage never covers pods the snapshot does not hold. A 404 (no
+        metrics-server) is raised."""
+
+        async def read(call: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+            try:
+                return await call(
+                    "metrics.k8s.io", "v1beta1", *args, _request_timeout=30
+                )
+            except ApiException as exc:
+                if exc.status == 403:
+                    return None
+                raise
+
+        nodes = await read(custom.list_cluster_custom_object, "nodes")
+        if not self.namespaces:
+            return nodes, await read(custom.list_cluster_custom_object, "pods")
+        lists = [
+            await read(custom.list_namespaced_custom_object, ns, "pods")
+            for ns in self.namespaces
+        ]
+        allowed = [x for x in lists if x is not None]
+        if not allowed:
+            return nodes, None
+        return nodes, {"items": [i for x in allowed for i in x.get("items") or []]}
+
+    async def _store_metrics(
+        self, nodes: dict[str, Any] | None, pods: dict[str, Any] | None
+    ) -> None:
+        """Store the latest usage; append the cluster totals to the capped history.
+
+        Totals are the nodes' usage: without node metrics (refused to an identity
+        confined to some namespaces) there is no total, and none is recorded
+        rather than a zero."""
         node_usage = {
             n["metadata"]["name"]: {
                 "cpu": projection.cpu_millicores((n.get("usage") or {}).get("cpu")),
                 "mem": projection.memory_bytes((n.get("usage") or {}).get("memory")),
             }
-            for n in nodes.get("items") or []
+            for n in (nodes or {}).get("items") or []
         }
         pod_usage = {}
-        for p in pods.get("items") or []:
+        for p in (pods or {}).get("items") or []:
             cpu = mem = 0
             for c in p.get("containers") or []:
                 cpu += projection.cpu_millicores((c.get("usage") or {}).get("cpu"))
                 mem += projection.memory_bytes((c.get("usage") or {}).get("memory"))
             pod_usage[projection.key_of(p)] = {"cpu": cpu, "mem": mem}
-        totals = {
-            "at": int(time.time()),
-            "cpu": sum(u["cpu"] for u in node_usage.values()),
-            "mem": sum(u["mem"] for u in node_usage.values()),
-        }
+        totals = None
+        if nodes is not None:
+            totals = {
+                "at": int(time.time()),
+                "cpu": sum(u["cpu"] for u in node_usage.values()),
+                "mem": sum(u["mem"] for u in node_usage.values()),
+            }
         pipe = self.redis.pipeline(transaction=True)
         for kind, usage in (("nodes", node_usage), ("pods", pod_usage)):
             key = snapshot.usage_key(self.cid, kind)
             pipe.delete(key)
             if usage:
                 pipe.hset(key, mapping={k: json.dumps(v) for k, v in usage.items()})
-        pipe.lpush(snapshot.history_key(self.cid), json.dumps(totals))
-        pipe.ltrim(snapshot.history_key(self.cid), 0, snapshot.HISTORY_LEN - 1)
+        if totals is not None:
+            pipe.lpush(snapshot.history_key(self.cid), json.dumps(totals))
+            pipe.ltrim(snapshot.history_key(self.cid), 0, snapshot.HISTORY_LEN - 1)
         await pipe.execute()
         await events.publish_metrics(
             self.layer,
@@ -540,7 +763,7 @@ class ClusterWatcher:
             "metrics": self.metrics_state,
             "stale": "1" if self.stale else "0",
             "updated_at": str(int(time.time())),
-            **{f"synced:{k}": "1" if k in self.synced else "0" for k in WATCHED},
+            **self._state_fields(),
         }
         pipe.hset(snapshot.state_key(self.cid), mapping=state)
         await pipe.execute()

@@ -3,9 +3,14 @@
 Layout (``<p>`` = ``slipway:cluster:<id>``):
 
 - ``<p>:obj:<kind>``   hash ``namespace/name`` -> compact JSON projection
-- ``<p>:state``        hash: ``reachable``, ``error``, ``metrics`` (``ok``/``none``),
-                       ``synced:<kind>`` ("1" once listed), ``stale`` ("1" while a
-                       watch is down), ``updated_at``
+- ``<p>:state``        hash: ``reachable``, ``error``, ``metrics`` (``ok``, ``none``
+                       without metrics-server, ``forbidden`` when this identity may
+                       read no metrics), ``synced:<kind>`` ("1" once listed),
+                       ``forbidden:<kind>`` (not permitted: "*" across the cluster,
+                       else the refused namespaces, comma-separated; "" allowed),
+                       ``namespaces`` (the watched ones, comma-separated; "" all),
+                       ``stale`` ("1" while a watch is down or a kind not yet
+                       listed; not for kinds not permitted), ``updated_at``
 - ``<p>:usage:<kind>`` hash key -> ``{"cpu": millicores, "mem": bytes}`` (nodes, pods)
 - ``<p>:history``      list of ``{"at", "cpu", "mem"}`` cluster totals, newest first,
                        capped at HISTORY_LEN: the length is the retention.
@@ -350,6 +355,20 @@ def read_history(cluster_id: int, limit: int = HISTORY_LEN) -> list[dict[str, An
     """Return cluster usage samples, oldest first."""
     raw = client().lrange(history_key(cluster_id), 0, limit - 1)
     return [json.loads(v) for v in reversed(raw)]
+
+
+def not_permitted(state: dict[str, str]) -> dict[str, list[str]]:
+    """Return the kinds the cluster refuses Slipway's identity, from READ_STATE's hash.
+
+    Each maps to the namespaces it is refused in, or ``[]`` when it is refused
+    across the cluster (a cluster-scoped kind such as nodes, or any kind when all
+    namespaces are watched)."""
+    out: dict[str, list[str]] = {}
+    for field, value in state.items():
+        if field.startswith("forbidden:") and value:
+            kind = field.split(":", 1)[1]
+            out[kind] = [] if value == "*" else value.split(",")
+    return out
 
 
 def is_stale(state: dict[str, str]) -> bool:
