@@ -125,10 +125,17 @@ elif _db["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", Tr
     # Under ASGI every request runs in a fresh thread, so persistent connections do
     # not survive it: a pool keeps server connections open across requests. Django
     # checks each connection before lending it (dead ones after a restart).
+    # A running job holds two connections (its task thread and its log writer, seen
+    # in pg_stat_activity), so a threads-pool worker of -c N needs 2N plus a few for
+    # its short tasks; a smaller pool stalls jobs on PoolTimeout. The Procfile's -c
+    # is SLIPWAY_WORKER_CONCURRENCY; a -c given on the command line is not seen here.
+    _concurrency = env_int("SLIPWAY_WORKER_CONCURRENCY", 4, minimum=1)
     _db["CONN_MAX_AGE"] = 0
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1, minimum=0),
-        "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
+        "max_size": env_int(
+            "DB_POOL_MAX_SIZE", max(10, 2 * _concurrency + 2), minimum=1
+        ),
         "timeout": 10,
     }
 DATABASES = {"default": _db}

@@ -215,3 +215,41 @@ def test_fernet_key_check_agrees_with_cryptography(
     else:
         ours_accepts = True
     assert ours_accepts is fernet_accepts
+
+
+@pytest.mark.parametrize(
+    ("env", "max_size"),
+    [
+        ({}, 10),
+        ({"SLIPWAY_WORKER_CONCURRENCY": "8"}, 18),
+        ({"SLIPWAY_WORKER_CONCURRENCY": "8", "DB_POOL_MAX_SIZE": "30"}, 30),
+    ],
+)
+def test_postgres_pool_fits_the_worker_concurrency(
+    env: dict[str, str], max_size: int
+) -> None:
+    """Two connections per running job: a pool of -c 8 must hold 16 and spares."""
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"SLIPWAY_WORKER_CONCURRENCY", "DB_POOL_MAX_SIZE"}
+    }
+    full_env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DATABASE_URL="postgres://slipway@127.0.0.1:1/slipway",
+        **env,
+    )
+    code = (
+        "from django.conf import settings;"
+        "print(settings.DATABASES['default']['OPTIONS']['pool']['max_size'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == max_size
