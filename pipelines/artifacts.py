@@ -34,8 +34,16 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def matching_files(workspace: Path, patterns: list[str]) -> Iterator[tuple[Path, str]]:
-    """Yield (file, archive name) for every file the patterns match, safely."""
+def matching_files(
+    workspace: Path, patterns: list[str], refused: list[str] | None = None
+) -> Iterator[tuple[Path, str]]:
+    """Yield (resolved file, archive name) for every file the patterns match, safely.
+
+    Raise ArtifactError for a pattern that leaves the workspace (absolute, ``..``).
+    A match that leads out of it through a symlink is skipped, its name appended
+    to REFUSED. The file yielded is the link's target as checked, so the archive
+    reads what was checked, not where the link points later.
+    """
     root = workspace.resolve()
     seen: set[str] = set()
     for pattern in patterns:
@@ -45,21 +53,38 @@ def matching_files(workspace: Path, patterns: list[str]) -> Iterator[tuple[Path,
                 f"artifact path {pattern!r} must stay inside the workspace"
             )
         for match in sorted(root.glob(pattern)):
-            candidates = [match] if not match.is_dir() else sorted(match.rglob("*"))
+            # A directory link leading out is refused whole, never walked.
+            walk = match.is_dir() and _inside(match, root)
+            candidates = sorted(match.rglob("*")) if walk else [match]
             for candidate in candidates:
-                if candidate.is_dir() or not _inside(candidate, root):
+                try:
+                    name = candidate.relative_to(root).as_posix()
+                except ValueError:
                     continue
-                if candidate.is_symlink() and not _inside(candidate.resolve(), root):
-                    continue
-                name = candidate.relative_to(root).as_posix()
                 if name.startswith(".git/") or name in seen:
                     continue
+                if not _inside(candidate, root):
+                    seen.add(name)
+                    if refused is not None:
+                        refused.append(name)
+                    continue
+                if not candidate.is_file():
+                    # A directory, a dangling link, or a FIFO or socket, which
+                    # reading would block on.
+                    continue
                 seen.add(name)
-                yield candidate, name
+                yield candidate.resolve(), name
+
+
+MAX_REFUSED_SHOWN = 5
 
 
 def collect(job: Job, workspace: Path, *, succeeded: bool) -> list[str]:
-    """Store the job's artifacts; return log lines saying what was kept."""
+    """Store the job's artifacts; return log lines saying what was kept or refused.
+
+    Nothing outside the workspace is read: an unsafe pattern or an archive over
+    ARTIFACT_MAX_BYTES keeps nothing, a symlink leading out is left out.
+    """
     config = job.spec.get("artifacts")
     if not config:
         return []
@@ -67,19 +92,35 @@ def collect(job: Job, workspace: Path, *, succeeded: bool) -> list[str]:
     if (when == "on_success" and not succeeded) or (when == "on_failure" and succeeded):
         return []
     limit = settings.SLIPWAY["ARTIFACT_MAX_BYTES"]
+    refused: list[str] = []
     try:
-        files = list(matching_files(workspace, list(config.get("paths", []))))
+        files = list(matching_files(workspace, list(config.get("paths", [])), refused))
     except ArtifactError as exc:
-        return [f"artifacts: {exc}"]
+        return [f"artifacts: {exc}; none kept"]
+    lines = []
+    if refused:
+        shown = ", ".join(refused[:MAX_REFUSED_SHOWN])
+        more = len(refused) - MAX_REFUSED_SHOWN
+        lines.append(
+            f"artifacts: skipped {len(refused)} path(s) whose symlink leads out of "
+            f"the workspace: {shown}" + (f" and {more} more" if more > 0 else "")
+        )
     if not files:
-        return ["artifacts: no file matched " + ", ".join(config.get("paths", []))]
+        return [
+            *lines,
+            "artifacts: no file matched " + ", ".join(config.get("paths", [])),
+        ]
     total = sum(path.stat().st_size for path, _ in files)
     if total > limit:
         return [
-            f"artifacts: {total} bytes exceed the limit of {limit} bytes; none kept"
+            *lines,
+            f"artifacts: {total} bytes exceed the limit of {limit} bytes; none kept",
         ]
     name = config.get("name") or f"{job.name}-artifacts"
-    expire = config.get("expire_in") or DEFAULT_EXPIRE_SECONDS
+    # None is the platform's default; 0 is `expire_in: never`.
+    expire = config.get("expire_in")
+    if expire is None:
+        expire = DEFAULT_EXPIRE_SECONDS
     with tempfile.TemporaryFile() as handle:
         with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
             for path, arcname in files:
@@ -90,11 +131,14 @@ def collect(job: Job, workspace: Path, *, succeeded: bool) -> list[str]:
             name=name,
             size=total,
             file_count=len(files),
-            expires_at=timezone.now() + timedelta(seconds=int(expire)),
+            expires_at=(
+                timezone.now() + timedelta(seconds=int(expire)) if expire else None
+            ),
         )
         artifact.file.save(f"{_safe_name(name)}.zip", File(handle), save=False)
         artifact.save()
-    return [f"artifacts: kept {len(files)} file(s), {total} bytes, as {name}"]
+    kept = f"artifacts: kept {len(files)} file(s), {total} bytes, as {name}"
+    return [*lines, kept + ("" if expire else "; it never expires")]
 
 
 def _safe_name(name: str) -> str:

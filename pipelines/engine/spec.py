@@ -183,7 +183,8 @@ class Retry:
 
 @dataclass(frozen=True)
 class Artifacts:
-    """Files kept after the job; `expire_in` is None for the platform default."""
+    """Files kept after the job; `expire_in` is None for the platform default, 0 for
+    `never` (a duration is at least 1 second)."""
 
     paths: tuple[str, ...]
     expire_in: int | None = None
@@ -1205,7 +1206,9 @@ class _Checker:
         expire = None
         if "expire_in" in m:
             ey = m["expire_in"]
-            if not (isinstance(ey.value, str) and ey.value.strip().lower() == "never"):
+            if isinstance(ey.value, str) and ey.value.strip().lower() == "never":
+                expire = 0
+            else:
                 expire = self.duration(
                     ey, f"{path}.expire_in", maximum=10 * 365 * 86400
                 )
