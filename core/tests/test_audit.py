@@ -272,3 +272,35 @@ def test_admin_actions_through_the_services_record_the_admin_source(
     event = AuditEvent.objects.get(action="run.cancel")
     assert (event.source, event.actor, event.target_id) == ("admin", alice, str(run.pk))
     assert event.ip_address == "10.9.8.7"
+
+
+def test_cluster_credentials_are_never_shown_back_in_the_admin(alice: User) -> None:
+    from clusters.models import Cluster
+
+    cluster = Cluster.objects.create(
+        name="prod-us",
+        api_server="https://10.0.0.2:6443",
+        auth_mode="token",
+        token="sa-token-do-not-show",
+        kubeconfig="apiVersion: v1\\nkind: Config # kubeconfig-do-not-show",
+    )
+    client = _admin(alice)
+    change = f"/admin/clusters/cluster/{cluster.pk}/change/"
+    page = client.get(change).content.decode()
+    assert "sa-token-do-not-show" not in page
+    assert "kubeconfig-do-not-show" not in page
+    assert 'name="token"' in page and 'name="kubeconfig"' in page
+    # Saving with the write-only fields left empty keeps what is stored.
+    form = {
+        "name": "prod-us",
+        "api_server": "https://10.0.0.2:6443",
+        "auth_mode": "token",
+        "token": "",
+        "kubeconfig": "",
+        "verify_tls": "on",
+        "namespaces": "[]",
+    }
+    _saved(client.post(change, form))
+    cluster.refresh_from_db()
+    assert cluster.token == "sa-token-do-not-show"
+    assert "kubeconfig-do-not-show" in cluster.kubeconfig
