@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from urllib.parse import urlparse
@@ -249,6 +250,19 @@ CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _https)
 SESSION_COOKIE_HTTPONLY = True
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# uvicorn reads FORWARDED_ALLOW_IPS itself and takes a malformed entry for a literal
+# host name that never matches: check it here, so a typo stops start-up instead of
+# silently turning the client addresses into the proxy's.
+for _entry in env_list("FORWARDED_ALLOW_IPS", []):
+    if _entry == "*":
+        continue
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise SettingError(
+            f"FORWARDED_ALLOW_IPS: {_entry!r} is not an IP address or network "
+            "(e.g. 10.0.0.5 or 10.244.0.0/16)"
+        ) from None
 if env_bool("SLIPWAY_BEHIND_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -83,6 +83,10 @@ def test_nothing_shadows_the_standard_library() -> None:
             "SLIPWAY_ENCRYPTION_KEY: key 2 of 2 is not a Fernet key",
         ),
         (
+            {"FORWARDED_ALLOW_IPS": "10.0.0.1,10.244.0.0/33"},
+            "FORWARDED_ALLOW_IPS: '10.244.0.0/33' is not an IP address or network",
+        ),
+        (
             {"SLIPWAY_WORKER_POOL": "fibres"},
             "SLIPWAY_WORKER_POOL must be one of threads, prefork, solo",
         ),

@@ -702,6 +702,27 @@ def test_configmap_files_match_the_secret_template() -> None:
     assert not set(config["data"]) & set(secret["stringData"])
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_forwarded_headers_are_trusted_from_named_addresses_only(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    """Never "*": any pod reaching port 8000 could set its own X-Forwarded-For."""
+    import ipaddress
+
+    config = find(rendered[overlay], "ConfigMap", "slipway-config")["data"]
+    entries = [e.strip() for e in config["FORWARDED_ALLOW_IPS"].split(",")]
+    assert entries and "*" not in entries
+    networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
+    # Nothing that covers every address either.
+    assert all(network.prefixlen > 0 for network in networks)
+    (base,) = load_docs(KUBE / "base" / "configmap.yaml")
+    base_networks = [
+        ipaddress.ip_network(e.strip())
+        for e in base["data"]["FORWARDED_ALLOW_IPS"].split(",")
+    ]
+    assert all(network.is_loopback for network in base_networks)
+
+
 @pytest.mark.parametrize("overlay", ["production", "dev"])
 def test_settings_load_from_the_rendered_config(
     rendered: dict[str, list[Obj]], overlay: str, tmp_path: Path
@@ -859,9 +880,7 @@ def run_entrypoint(
     for name in ("uvicorn", "celery", "python"):
         stub = stubs / name
         stub.write_text(
-            "#!/bin/sh\n"
-            f'printf "%s\\n" "{name} $*" >> "{record}"\n'
-            "exit 0\n"
+            f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{record}"\nexit 0\n'
         )
         stub.chmod(0o755)
     env = {
