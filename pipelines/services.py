@@ -304,7 +304,13 @@ def start_run(run_id: int) -> None:
         tag=run.tag or None,
         event=_event_name(run.trigger),
         changed_paths=changed,
-        variables={**pipeline.variables, **run.variables},
+        # As in the job's environment: stored variables win over the file's, the
+        # run's over both.
+        variables={
+            **pipeline.variables,
+            **stored_values(stored_variables(repository)),
+            **run.variables,
+        },
     )
     workflow = spec.evaluate_workflow(pipeline, context)
     if not workflow.included:
@@ -664,6 +670,17 @@ def stored_variables(repository: Repository) -> list[Variable]:
     )
 
 
+def stored_values(variables: list[Variable]) -> dict[str, str]:
+    """Return name -> value of VARIABLES (from :func:`stored_variables`).
+
+    A repository's variable wins over a global one of the same name.
+    """
+    values: dict[str, str] = {}
+    for row in variables:
+        values.setdefault(row.name, row.value)
+    return values
+
+
 def secrets_for(
     repository: Repository, variables: list[Variable] | None = None
 ) -> list[str]:
@@ -678,17 +695,20 @@ def job_environment(
 ) -> dict[str, str]:
     """Return the environment of JOB: predefined, stored and spec variables.
 
+    Precedence, lowest first (GitLab's: CI/CD settings win over the file): the
+    file's pipeline variables, its job variables (matrix values included), global
+    then repository variables and secrets, the run's own variables (a manual run's,
+    a schedule's, a trigger's), predefined variables. Every value of the file and of
+    the run expands over what is finally in effect below it.
+
     Never Slipway's own environment: no database URL, keys or Redis URL. Pass
     VARIABLES (from :func:`stored_variables`) when you have them already.
     """
     run = job.run
     repository = run.repository
-    env: dict[str, str] = {}
     if variables is None:
         variables = stored_variables(repository)
-    for row in variables:
-        # Repository variables win over global ones of the same name.
-        env.setdefault(row.name, row.value)
+    stored = stored_values(variables)
     predefined = {
         "CI": "true",
         "SLIPWAY": "true",
@@ -709,14 +729,20 @@ def job_environment(
         "SLIPWAY_WORKSPACE": str(workspace),
         "SLIPWAY_SERVER_URL": settings.SITE_URL,
     }
+    env: dict[str, str] = {}
     for layer in (
         job.spec.get("pipeline_variables", {}),
         job.spec.get("variables", {}),
-        run.variables,
     ):
-        merged = {**env, **predefined}
+        merged = {**env, **stored, **predefined}
         for name, value in layer.items():
             env[name] = spec.expand(str(value), merged)
+    # A stored variable or secret is not overridden by the file: a repository's
+    # settings are the administrator's, the file anyone's who can push.
+    env.update(stored)
+    merged = {**env, **predefined}
+    for name, value in run.variables.items():
+        env[name] = spec.expand(str(value), merged)
     env.update(predefined)
     env.setdefault("HOME", str(workspace))
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")

@@ -313,3 +313,51 @@ def test_a_bare_tag_or_hex_named_branch_typed_by_hand_stays_what_it_is(
     assert env_of(branch)["SLIPWAY_BRANCH"] == "beef"
     main = started(repository)
     assert (main.branch, main.commit_sha) == ("main", new)
+
+
+# --- variables: who wins --------------------------------------------------------------
+
+LAYERED = """
+variables:
+  TOKEN: from-the-file
+  URL: "https://$TOKEN@example.com"
+  DEPLOY: "no"
+build:
+  variables:
+    TOKEN: from-the-job
+    REGION: from-the-job
+    WHERE: "in-$REGION"
+    SLIPWAY_BRANCH: hacked
+  script: [make]
+gated:
+  rules:
+    - if_variable: DEPLOY == yes
+  script: [ship]
+"""
+
+
+def test_stored_variables_and_secrets_win_over_the_files(tmp_path) -> None:
+    from pipelines.models import Variable
+
+    git = GitRepo(tmp_path / "layers")
+    git.commit({".slipway.yml": LAYERED})
+    repository = Repository.objects.create(name="layers", clone_url=str(git.path))
+    Variable.objects.create(
+        repository=repository, name="TOKEN", value="s3cret", is_secret=True
+    )
+    Variable.objects.create(repository=repository, name="REGION", value="eu")
+    Variable.objects.create(repository=None, name="REGION", value="global")
+    Variable.objects.create(repository=None, name="DEPLOY", value="yes")
+    run = started(repository, variables={"REGION": "us", "NOTE": "t=$TOKEN"})
+    env = env_of(run)
+    # Secrets and stored variables beat the file (GitLab: CI/CD settings win over
+    # .gitlab-ci.yml), and the file's values expand over them.
+    assert env["TOKEN"] == "s3cret"
+    assert env["URL"] == "https://s3cret@example.com"
+    assert env["WHERE"] == "in-eu"  # The repository's REGION, not the global one.
+    # The run's own variables (manual, API, schedule) beat the stored ones.
+    assert env["REGION"] == "us" and env["NOTE"] == "t=s3cret"
+    # Predefined variables beat everything.
+    assert env["SLIPWAY_BRANCH"] == "main"
+    # Rules see the same order: the stored DEPLOY=yes beats the file's "no".
+    assert jobs_of(run)["gated"].status == "pending"
