@@ -254,3 +254,30 @@ def test_add_cluster_page_offers_namespaces_with_help(client: Any, alice: Any) -
     page = client.get(reverse("clusters:cluster-add")).content.decode()
     assert 'name="namespaces"' in page
     assert "Empty: watch all namespaces" in page
+
+
+async def test_many_namespaces_get_a_connection_each_and_the_probe_still_answers(
+    fake: FakeKubeServer, monitor: Running
+) -> None:
+    # 12 namespaces x 10 namespaced kinds + 3 cluster-scoped: 123 open watches, more
+    # than the client's default pool of 100; the probe must not queue behind them.
+    names = [f"ns{i:02d}" for i in range(12)]
+    for ns in names:
+        fake.store.create(namespace(ns))
+        fake.store.create(pod("web", ns, node_name="n1"))
+    cluster = await sync_to_async(make_cluster)(fake, namespaces=names)
+    await eventually(lambda: fresh(cluster), timeout=20)
+    assert pod_keys(cluster) == {f"{ns}/web" for ns in names}
+    watcher, _task = monitor.monitor.watchers[cluster.pk]
+    assert len(watcher.streams) == 123
+    assert watcher.api.configuration.connection_pool_maxsize >= 123 + 1
+    # With every watch open, the probe keeps answering and changes keep flowing.
+    fake.clear_requests()
+    fake.store.create(pod("late", "ns11", node_name="n1"))
+    await eventually(lambda: "ns11/late" in pod_keys(cluster))
+    await eventually(
+        lambda: any(
+            r.path.rstrip("/") == "/version" and r.status == 200 for r in fake.requests
+        )
+    )
+    assert state_of(cluster)["reachable"] == "1"
