@@ -938,7 +938,7 @@ class FakeKubeServer:
                 return self._discovery_group(group)
             version, rest = parts[2], parts[3:]
         if group == "metrics.k8s.io" and self.metrics_enabled and version == "v1beta1":
-            return self._metrics(rest, q)
+            return self._metrics(rest, q, ident)
         if (group, version) not in {(g, v) for (g, v, _) in REGISTRY}:
             return _text_404()
         if not rest:
@@ -2307,12 +2307,35 @@ class FakeKubeServer:
         )
 
     # ------------------------------------------------------------------ metrics
-    def _metrics(self, rest, q):
+    def _metrics(self, rest, q, ident: Identity):
         namespace = None
         if len(rest) >= 3 and rest[0] == "namespaces":
             namespace, rest = rest[1], rest[2:]
         plural = rest[0]
         name = rest[1] if len(rest) > 1 else None
+        # The aggregated API is authorised like any other: get/list on nodes or pods
+        # in group metrics.k8s.io (a namespace-only Role cannot read node metrics).
+        verb = "get" if name else "list"
+        if plural in ("nodes", "pods") and not self._authorized(
+            ident, verb, "metrics.k8s.io", plural, namespace
+        ):
+            what = (
+                f'{plural}.metrics.k8s.io "{name}"'
+                if name
+                else f"{plural}.metrics.k8s.io"
+            )
+            where = (
+                f'in the namespace "{namespace}"'
+                if namespace
+                else "at the cluster scope"
+            )
+            raise ApiError(
+                403,
+                f'{what} is forbidden: User "{ident.user}" cannot {verb} resource '
+                f'"{plural}" in API group "metrics.k8s.io" {where}',
+                "Forbidden",
+                {"group": "metrics.k8s.io", "kind": plural},
+            )
         ts = now_str()
         if plural == "nodes":
             items = [

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 import yaml
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -16,7 +15,7 @@ from django.conf import settings
 
 from clusters import snapshot
 from clusters.fakekube import FakeKubeServer
-from clusters.monitor import ClusterWatcher, Monitor, Settings
+from clusters.monitor import Monitor, Settings
 
 from .factories import make_cluster, namespace, node, pod
 from .test_monitor import FAST, Running, eventually
@@ -148,6 +147,9 @@ async def test_metrics_server_going_away_is_reported_not_zeroed(
 async def test_with_namespaces_pod_usage_covers_only_those_namespaces(
     metrics_fake: FakeKubeServer,
 ) -> None:
+    # A Role in demo only: pod metrics there, node metrics refused (403). The pods'
+    # usage is kept; with no node metrics there is no cluster total, and none of
+    # zero enters the history.
     metrics_fake.store.create(namespace("other"))
     metrics_fake.store.create(pod("db", "other", node_name="n1"))
     metrics_fake.set_pod_usage("other", "db", {"db": {"cpu": "900m", "memory": "1Gi"}})
@@ -158,46 +160,47 @@ async def test_with_namespaces_pod_usage_covers_only_those_namespaces(
         kubeconfig=yaml.safe_dump(metrics_fake.kubeconfig(token="demo-token")),
         namespaces=["demo"],
     )
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(f"cluster.{cluster.pk}", channel)
     running = await start()
     try:
-        await eventually(lambda: snapshot.read_usage(cluster.pk, "pods"))
-        assert set(snapshot.read_usage(cluster.pk, "pods")) == {"demo/web"}
-        paths = {r.path for r in metrics_fake.requests if "metrics.k8s.io" in r.path}
-        assert "/apis/metrics.k8s.io/v1beta1/namespaces/demo/pods" in paths
-        assert "/apis/metrics.k8s.io/v1beta1/pods" not in paths
+        published = await next_metrics(layer, channel, 3)
+        assert all(m["totals"] is None and m["nodes"] == {} for m in published)
+        assert snapshot.read_usage(cluster.pk, "pods") == {
+            "demo/web": {"cpu": 102, "mem": (64 << 20) + (16 << 20)}
+        }
+        assert snapshot.read_usage(cluster.pk, "nodes") == {}
+        assert snapshot.read_history(cluster.pk) == []
+        assert snapshot.read_state(cluster.pk)["metrics"] == "ok"
+        metrics = [r for r in metrics_fake.requests if "metrics.k8s.io" in r.path]
+        assert {(r.path, r.status) for r in metrics} == {
+            ("/apis/metrics.k8s.io/v1beta1/nodes", 403),
+            ("/apis/metrics.k8s.io/v1beta1/namespaces/demo/pods", 200),
+        }
     finally:
         await running.close()
 
 
-async def test_without_node_metrics_no_cluster_total_is_recorded(
+async def test_an_identity_refused_all_metrics_is_reported_as_such(
     metrics_fake: FakeKubeServer,
 ) -> None:
-    # An identity confined to namespaces may read pod metrics but not node metrics
-    # (a 403): its pods' usage is kept, and no total of zero enters the history.
-    cluster = await sync_to_async(make_cluster)(metrics_fake, namespaces=["demo"])
-    redis = aioredis.Redis.from_url(settings.REDIS_URL)
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(f"cluster.{cluster.pk}", channel)
-    watcher = ClusterWatcher(cluster, redis, layer, SAMPLING)
-    pods = {
-        "items": [
-            {
-                "metadata": {"name": "web", "namespace": "demo"},
-                "containers": [
-                    {"name": "app", "usage": {"cpu": "5m", "memory": "1Mi"}}
-                ],
-            }
-        ]
-    }
+    metrics_fake.add_token("pods-token", "pods-user")
+    metrics_fake.allow(
+        "pods-user", ["get", "list", "watch"], ["pods"], "demo", api_groups=("",)
+    )
+    cluster = await sync_to_async(make_cluster)(
+        metrics_fake,
+        kubeconfig=yaml.safe_dump(metrics_fake.kubeconfig(token="pods-token")),
+        namespaces=["demo"],
+    )
+    running = await start()
     try:
-        await watcher._store_metrics(None, pods)
+        await eventually(
+            lambda: snapshot.read_state(cluster.pk).get("metrics") == "forbidden"
+        )
+        assert "demo/web" in snapshot.read_objects(cluster.pk, "pods")
+        assert snapshot.read_usage(cluster.pk, "pods") == {}
+        assert snapshot.read_history(cluster.pk) == []
     finally:
-        await redis.aclose()
-    assert snapshot.read_usage(cluster.pk, "pods") == {
-        "demo/web": {"cpu": 5, "mem": 1 << 20}
-    }
-    assert snapshot.read_usage(cluster.pk, "nodes") == {}
-    assert snapshot.read_history(cluster.pk) == []
-    message = (await next_metrics(layer, channel, 1))[0]
-    assert message["totals"] is None and message["nodes"] == {}
+        await running.close()
