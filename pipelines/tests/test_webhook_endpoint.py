@@ -826,3 +826,45 @@ def test_unique_constraint_wins_when_every_request_passes_the_check(
         WebhookDelivery.objects.filter(outcome="duplicate", run__isnull=True).count()
         == 9
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reaper_racing_the_late_message_starts_one_run(origin, purge_queue) -> None:
+    repository = make_repository(origin, "github")
+    headers, body = _github_push(origin, repository, delivery_id="late")
+    assert post(Client(), "github", repository.name, headers, body)[0] == 201
+    delivery = WebhookDelivery.objects.get()
+    arguments = hooks.trigger_arguments_of(delivery)
+    celery_app.control.purge()  # The workers' copies of the message: none here.
+    soon = timezone.now() + timedelta(minutes=1)
+    barrier = threading.Barrier(6)
+    started: list[int] = []
+    errors: list[BaseException] = []
+
+    def reaper() -> None:
+        started.append(hooks.create_queued_runs(received_before=soon))
+
+    def late_message() -> None:
+        started.append(hook_tasks.create_webhook_runs([[delivery.pk, arguments]]))
+
+    def race(work) -> None:
+        try:
+            barrier.wait(10)
+            work()
+        except BaseException as exc:  # noqa: BLE001 - reported below.
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=race, args=(work,))
+        for work in [reaper, late_message] * 3
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert sorted(started) == [0] * 5 + [1]
+    assert Run.objects.count() == 1
+    assert WebhookDelivery.objects.get().run == Run.objects.get()
