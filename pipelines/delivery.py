@@ -418,6 +418,32 @@ def previous_deployment(environment: Environment) -> Deployment | None:
     )
 
 
+def recovery_target(environment: Environment) -> Deployment | None:
+    """Return the current deployment when the newest finished one failed, else None.
+
+    A failed rollout may leave the cluster half-way to the new version: re-applying
+    the last good deployment (what should be running) is the one-click recovery.
+    """
+    newest = (
+        environment.deployments.exclude(status=Deployment.Status.RUNNING)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if newest is None or newest.status != Deployment.Status.FAILED:
+        return None
+    current = environment.current_deployment()
+    return current if current is not None and current.manifests else None
+
+
+def rollback_target(environment: Environment) -> Deployment | None:
+    """Return what a rollback without a chosen deployment restores.
+
+    After a failed rollout that is the last good deployment (re-applied); otherwise
+    the successful deployment before the current one.
+    """
+    return recovery_target(environment) or previous_deployment(environment)
+
+
 def rollback(
     environment: Environment,
     *,
@@ -425,12 +451,14 @@ def rollback(
     user: Any = None,
     request: Any = None,
 ) -> Deployment:
-    """Re-apply an earlier successful deployment's manifests (default: the previous).
+    """Re-apply an earlier successful deployment's manifests.
 
-    Record it as a new deployment of kind rollback and queue it on a worker.
+    The default is `rollback_target`: the last good deployment after a failed
+    rollout, else the one before the current. Record it as a new deployment of kind
+    rollback and queue it on a worker.
     """
     _require(user, environment)
-    target = to or previous_deployment(environment)
+    target = to or rollback_target(environment)
     if target is None:
         raise DeliveryError(f"{environment.name} has no earlier deployment to restore.")
     if target.environment_id != environment.pk:

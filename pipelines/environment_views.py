@@ -107,6 +107,11 @@ def environment_detail(request: HttpRequest, name: str, env: str) -> HttpRespons
     can_deploy = delivery.may_deploy(request.user, environment)
     running = any(d.status == Deployment.Status.RUNNING for d in history)
     restorable = (Deployment.Status.SUCCESS, Deployment.Status.ROLLED_BACK)
+    newest = next((d for d in history if d.status != Deployment.Status.RUNNING), None)
+    # After a failed rollout the cluster may be half-way to the new version: the
+    # current (last good) deployment is offered too, to re-apply what should run.
+    failed = newest is not None and newest.status == Deployment.Status.FAILED
+    reapply = current if failed and current is not None and current.manifests else None
     rollback_ids = {
         d.pk
         for d in history
@@ -114,7 +119,7 @@ def environment_detail(request: HttpRequest, name: str, env: str) -> HttpRespons
         and not running
         and d.manifests
         and d.status in restorable
-        and (current is None or d.pk != current.pk)
+        and (current is None or d.pk != current.pk or reapply is not None)
     }
     others = list(
         environment.repository.environments.exclude(pk=environment.pk).order_by("name")
@@ -149,6 +154,8 @@ def environment_detail(request: HttpRequest, name: str, env: str) -> HttpRespons
             ),
             "running": running,
             "rollback_ids": rollback_ids,
+            "failed": newest if failed else None,
+            "reapply": reapply if can_deploy and not running else None,
             "promote_form": promote_form,
             "waiting": waiting,
         },
@@ -221,6 +228,8 @@ def environment_rollback(
     if not delivery.may_deploy(request.user, environment):
         raise PermissionDenied("You may not deploy to this environment.")
     target = get_object_or_404(environment.deployments, pk=pk)
+    current = environment.current_deployment()
+    reapplied = current is not None and current.pk == target.pk
     try:
         deployment = delivery.rollback(
             environment, to=target, user=request.user, request=request
@@ -228,10 +237,13 @@ def environment_rollback(
     except delivery.DeliveryError as exc:
         _flash(request, messages.ERROR, str(exc))
         return redirect(environment.get_absolute_url())
+    shown = deployment.short_sha or "the earlier manifests"
     _flash(
         request,
         messages.SUCCESS,
-        f"Rolling back {environment.name} to {deployment.short_sha or 'the earlier manifests'}.",
+        f"Re-applying {shown}, the last good version, to {environment.name}."
+        if reapplied
+        else f"Rolling back {environment.name} to {shown}.",
     )
     return redirect(environment.get_absolute_url())
 

@@ -310,6 +310,70 @@ def test_rollback_reapplies_the_previous_manifests(
     assert event.actor == olivia and event.details["to"] == v1.pk
 
 
+def test_after_a_failed_rollout_the_page_reapplies_the_last_good_version(
+    client, fake, controllers, staging, workspace, tmp_path, repo, olivia
+):
+    v1 = deploy_image(repo, workspace, "v1")
+    v2 = deploy_image(repo, workspace, "v2")
+    broken = tmp_path / "broken"
+    (broken / "k8s").mkdir(parents=True)
+    (broken / "k8s" / "d.yaml").write_text(deployment_yaml(deadline=2))
+    job = make_deploy_job(repo, images={"web": "registry.example.com/shop/web:bad-3"})
+    ok, message, _ = run_deploy(job, broken)
+    assert not ok and "timed out progressing" in message
+    v3 = Deployment.objects.get(job=job)
+    assert v3.status == "failed"
+
+    def running_image() -> str:
+        stored = fake.store.get("deployments", "shop", "web")
+        return stored["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    # The failed rollout left the cluster on v3's template; v2 is what should run.
+    assert running_image() == "registry.example.com/shop/web:bad-3"
+    assert staging.current_deployment() == v2
+    assert delivery.recovery_target(staging) == v2
+    assert delivery.rollback_target(staging) == v2
+
+    client.force_login(olivia)
+    page = client.get(staging.get_absolute_url()).content.decode()
+    reapply = reverse("environments:rollback", args=["shop", "staging", v2.pk])
+    older = reverse("environments:rollback", args=["shop", "staging", v1.pk])
+    assert "Last rollout failed" in page and f"Deployment #{v3.pk}" in page
+    assert page.count(f'action="{reapply}"') == 2  # The card's button and v2's row.
+    assert f"Re-apply {v2.short_sha}" in page
+    assert f'action="{older}"' in page  # An older version stays restorable.
+    # The failed deployment itself is never offered.
+    assert reverse("environments:rollback", args=["shop", "staging", v3.pk]) not in page
+
+    fake.clear_requests()
+    response = client.post(reapply)
+    assert response.status_code == 302
+    rollback = Deployment.objects.get(kind="rollback")
+    assert rollback.source == v2 and rollback.status == "running"
+    assert rollback.commit_sha == v2.commit_sha and rollback.user == olivia
+    # The page refuses a second action while it runs.
+    page = client.get(staging.get_absolute_url()).content.decode()
+    assert f'action="{reapply}"' not in page
+    delivery.apply_deployment(rollback.pk)  # What the queued task runs.
+
+    rollback.refresh_from_db()
+    assert rollback.status == "success", rollback.message
+    (sent,) = applies(fake)
+    assert sent.query["fieldManager"] == "slipway"
+    sent_image = yaml.safe_load(sent.text)["spec"]["template"]["spec"]["containers"]
+    assert sent_image[0]["image"] == "registry.example.com/shop/web:v2"
+    assert running_image() == "registry.example.com/shop/web:v2"
+    v2.refresh_from_db()
+    assert v2.status == "success"  # Re-applied, not rolled back.
+    assert staging.current_deployment() == rollback
+    assert delivery.recovery_target(staging) is None
+    assert delivery.previous_deployment(staging) == v1
+    page = client.get(staging.get_absolute_url()).content.decode()
+    assert "Last rollout failed" not in page
+    event = AuditEvent.objects.get(action="environment.rollback")
+    assert event.actor == olivia and event.details["to"] == v2.pk
+
+
 def test_rollback_and_promote_need_the_environments_role(
     fake, staging, production, workspace, repo, bob, victor
 ):
