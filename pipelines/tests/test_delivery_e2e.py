@@ -9,6 +9,7 @@ import pytest
 from clusters.fakekube import FakeKubeServer
 from clusters.tests.factories import make_cluster, namespace, node
 from pipelines import logs, services
+from pipelines import workers as workers_module
 from pipelines.engine.executors.docker import DockerExecutor
 from pipelines.models import Deployment, Environment, Job, Repository, Run
 
@@ -109,20 +110,48 @@ def test_a_pushed_commit_deploys_to_staging_on_real_workers(tmp_path, fake, work
     assert "rolled out" in log
 
 
-def test_a_docker_job_waits_with_the_reason_while_a_shell_job_completes(
-    tmp_path, workers
-):
-    ok, why = DockerExecutor().available()
-    # This test is about the machine without a Docker engine (ours and CI's): the
-    # premise is checked, not assumed.
-    assert not ok, "a Docker daemon answers here: this test needs a machine without one"
-    assert "Docker" in why
+# Images a Docker host may hold already; the test never pulls from outside.
+LOCAL_IMAGES = ("busybox:latest", "busybox:musl", "alpine:3.20", "alpine:latest")
+# A registry on a closed loopback port: a pull fails at once, on any host.
+UNPULLABLE = "127.0.0.1:9/slipway/absent:never"
+
+
+def local_image() -> str | None:
+    """Return an image from LOCAL_IMAGES the daemon already has, if any."""
+    import docker
+
+    client = docker.from_env(timeout=10)
+    try:
+        for name in LOCAL_IMAGES:
+            try:
+                client.images.get(name)
+            except docker.errors.ImageNotFound:
+                continue
+            return name
+    finally:
+        client.close()
+    return None
+
+
+def job_log(job: Job) -> str:
+    return "\n".join(text for _, _, text in logs.read_lines(job))
+
+
+def test_a_docker_job_runs_in_its_image_or_waits_with_the_reason(tmp_path, workers):
+    # The probe the workers ran when they started (worker_ready).
+    why = workers_module.executor_capabilities()["docker"]
+    daemon = why == ""
+    assert daemon == DockerExecutor().available()[0]
+    image = local_image() if daemon else None
     git = GitRepo(tmp_path / "app")
     git.commit(
         {
             ".slipway.yml": (
                 "lint:\n  script: [echo lint ok]\n"
-                "container:\n  image: alpine:3.20\n  script: [echo in a container]\n"
+                f"container:\n  image: '{image or UNPULLABLE}'\n"
+                "  script:\n"
+                '    - echo "in a container as $(id -u) in $PWD"\n'
+                "    - test -f .slipway.yml\n"
             )
         }
     )
@@ -134,8 +163,31 @@ def test_a_docker_job_waits_with_the_reason_while_a_shell_job_completes(
         message="the shell job to succeed",
     )
     container = Job.objects.get(run=run, name="container")
-    assert container.status == Job.Status.PENDING
     assert container.executor == "docker" and container.queue == "default:docker"
+    if daemon:
+        # A daemon answers: the job runs through it, in the local image if there is
+        # one, else it fails with the daemon's pull error in its log.
+        container = wait_for(
+            lambda: Job.objects.filter(
+                pk=container.pk, status__in=["success", "failed"]
+            ).first(),
+            timeout=120,
+            message="the docker job to finish",
+        )
+        log = job_log(container)
+        if image:
+            assert container.status == "success", log
+            assert "in a container as" in log and "in /workspace" in log
+        else:
+            assert container.status == "failed", log
+            assert container.failure_reason == "system_failure"
+            assert f"Pulling image {UNPULLABLE}" in log
+            assert f"could not pull image '{UNPULLABLE}': " in log
+        finished_run(run.pk)
+        return
+    # No daemon (this machine and CI): the reason the worker gave is shown.
+    assert "Docker" in why
+    assert container.status == Job.Status.PENDING
     assert container.reason.startswith("waiting for a worker that can run docker jobs")
     assert "no Docker daemon reachable" in container.reason
     assert container.started_at is None and not container.worker

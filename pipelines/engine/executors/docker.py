@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from .shell import render_script
 __all__ = ["DockerExecutor"]
 
 PING_TIMEOUT = 2
+# Engine API calls other than the ping (create, start, wait, remove) may take longer
+# than 2 s on a loaded daemon; streams (logs, pull) have no read timeout at all.
+API_TIMEOUT = 60
 TICK = 0.1
 WORKSPACE = "/workspace"
 SCRIPTS = "/slipway"
@@ -45,6 +49,27 @@ def _daemon_url() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+def pull_error(events: Iterable[Mapping[str, Any]], output: OutputFn) -> str:
+    """Follow a pull's progress EVENTS into OUTPUT; return its error or "".
+
+    Per-layer progress bars are left out: only status changes are written.
+    """
+    last = ""
+    for event in events:
+        detail = event.get("errorDetail") or {}
+        error = detail.get("message") or event.get("error")
+        if error:
+            return str(error)
+        status = str(event.get("status") or "")
+        if not status or event.get("progressDetail"):
+            continue
+        line = f"{event['id']}: {status}" if event.get("id") else status
+        if line != last:
+            output(f"{line}\n".encode())
+            last = line
+    return ""
+
+
 class DockerExecutor:
     """Run scripts in `spec.image` containers; see `base` for the contract."""
 
@@ -53,16 +78,16 @@ class DockerExecutor:
     def __init__(self, default_image: str = "alpine:3.20") -> None:
         self.default_image = default_image
 
-    def _client(self) -> Any:
+    def _client(self, timeout: int = API_TIMEOUT) -> Any:
         import docker  # The SDK is imported only when this executor is used.
 
-        return docker.from_env(timeout=PING_TIMEOUT)
+        return docker.from_env(timeout=timeout)
 
     def available(self) -> tuple[bool, str]:
         """Return whether a Docker daemon answers a ping within 2 seconds."""
         url = _daemon_url()
         try:
-            client = self._client()
+            client = self._client(PING_TIMEOUT)
             try:
                 client.ping()
             finally:
@@ -138,7 +163,16 @@ class DockerExecutor:
 
     @staticmethod
     def _pull(client: Any, image: str, output: OutputFn) -> str | None:
+        """Pull IMAGE unless it is present; return the daemon's error, if any.
+
+        POST /images/create answers 200 and then streams progress; a pull that fails
+        on the way (unknown manifest, refused registry, full disk) still ends 200 and
+        reports itself in an ``errorDetail`` event. The SDK's ``images.pull`` drops
+        those events and then fails with a misleading "No such image", so the stream
+        is read here and its error shown.
+        """
         import docker
+        from docker.utils import parse_repository_tag
 
         try:
             client.images.get(image)
@@ -146,10 +180,16 @@ class DockerExecutor:
         except docker.errors.ImageNotFound:
             pass
         output(f"Pulling image {image} ...\n".encode())
+        repository, tag = parse_repository_tag(image)
         try:
-            client.images.pull(image)
+            events = client.api.pull(
+                repository, tag=tag or "latest", stream=True, decode=True
+            )
+            error = pull_error(events, output)
         except docker.errors.APIError as exc:
-            return f"could not pull image {image!r}: {exc}"
+            error = str(exc.explanation or exc)
+        if error:
+            return f"could not pull image {image!r}: {error}"
         return None
 
     def _container(
@@ -222,7 +262,10 @@ class DockerExecutor:
                 if ended:
                     break
             if stopped:
-                container.kill()
+                try:
+                    container.kill()
+                except Exception:  # noqa: BLE001, S110 - it ended meanwhile (409).
+                    pass
             result = container.wait(timeout=30)
             # Deliver what the reader still holds, without waiting long for it.
             end = time.monotonic() + 2

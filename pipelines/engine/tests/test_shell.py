@@ -210,3 +210,29 @@ def test_docker_unavailable_gives_a_clear_reason(
     assert reason.startswith(
         "no Docker daemon reachable at unix:///nonexistent/docker.sock: "
     )
+
+
+def test_a_pull_that_fails_mid_stream_reports_the_daemons_error() -> None:
+    from pipelines.engine.executors.docker import pull_error
+
+    # POST /images/create answers 200 and streams these; the error is an event.
+    events = [
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": "a1"},
+        {"status": "Downloading", "progressDetail": {"current": 1, "total": 9}},
+        {"status": "Downloading", "progressDetail": {"current": 5, "total": 9}},
+        {
+            "errorDetail": {"message": "write /var/lib/docker/tmp: no space left"},
+            "error": "write /var/lib/docker/tmp: no space left",
+        },
+        {"status": "never read"},
+    ]
+    shown: list[bytes] = []
+    assert pull_error(iter(events), shown.append) == (
+        "write /var/lib/docker/tmp: no space left"
+    )
+    assert b"".join(shown).decode().splitlines() == [
+        "latest: Pulling from library/busybox",
+        "a1: Pulling fs layer",
+    ]
+    assert pull_error([{"status": "Status: Image is up to date"}], shown.append) == ""
