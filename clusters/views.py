@@ -40,14 +40,59 @@ def _cluster_scope(kwargs: dict[str, Any]) -> roles.Scope:
     return roles.cluster(kwargs["pk"])
 
 
+# How the "not permitted" notices name a kind.
+KIND_LABELS = {
+    "nodes": "nodes",
+    "pods": "pods",
+    "deployments": "deployments",
+    "statefulsets": "statefulsets",
+    "daemonsets": "daemonsets",
+    "replicasets": "replicasets",
+    "horizontalpodautoscalers": "HorizontalPodAutoscalers",
+    "events": "events",
+    "services": "services",
+    "ingresses": "ingresses",
+    "persistentvolumes": "PersistentVolumes",
+    "persistentvolumeclaims": "PersistentVolumeClaims",
+    "storageclasses": "StorageClasses",
+}
+
+
+def _not_permitted(state: dict[str, str], kinds: list[str]) -> list[dict[str, Any]]:
+    """Return the notices for the KINDS a page shows that the cluster refuses.
+
+    Each says which namespaces the identity may not list the kind in (none named:
+    across the cluster), so a page says why a table is empty or short instead of
+    looking as if the cluster had no such objects."""
+    refused = snapshot.not_permitted(state)
+    return [
+        {
+            "kind": kind,
+            "label": KIND_LABELS.get(kind, kind),
+            "namespaces": refused[kind],
+        }
+        for kind in kinds
+        if kind in refused
+    ]
+
+
 def _context(request: HttpRequest, cluster: Cluster, tab: str, **extra: Any) -> dict:
     state = snapshot.read_state(cluster.pk)
+    # The kinds the page reads (default: those it follows live); the overview
+    # summarises every kind.
+    kinds = extra.pop("kinds", None) or [
+        k for k in str(extra.get("live_kinds", "")).split(",") if k
+    ]
+    not_permitted = _not_permitted(state, kinds)
     return {
         "cluster": cluster,
         "tab": tab,
         "state": state,
         "stale": snapshot.is_stale(state),
         "metrics_state": state.get("metrics", "unknown"),
+        "not_permitted": not_permitted,
+        # Refused across the cluster: the table shows nothing, and says so.
+        "refused_kinds": {n["kind"] for n in not_permitted if not n["namespaces"]},
         "can_act": roles.has_role(request.user, roles.OPERATOR, cluster),
         "can_admin": roles.has_role(request.user, roles.ADMIN, cluster),
         "live_kinds": extra.pop("live_kinds", ""),
@@ -102,7 +147,11 @@ def _save_cluster(request: HttpRequest, cluster: Cluster | None) -> HttpResponse
             "cluster.create" if cluster is None else "cluster.update",
             request=request,
             target=saved,
-            details={"auth_mode": saved.auth_mode, "context": saved.context},
+            details={
+                "auth_mode": saved.auth_mode,
+                "context": saved.context,
+                "namespaces": list(saved.namespaces or []),
+            },
         )
         messages.success(request, f"Saved cluster {saved.name}.")
         return redirect("clusters:cluster-detail", saved.pk)
@@ -227,6 +276,7 @@ def cluster_detail(request: HttpRequest, pk: int) -> HttpResponse:
             cluster,
             "overview",
             live_kinds="nodes",
+            kinds=list(KIND_LABELS),
             node_status=sorted(node_status.items()),
             node_count=len(nodes),
             phases=sorted(phases.items()),
