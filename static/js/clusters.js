@@ -219,7 +219,7 @@
       });
       addSample(msg.totals);
     }
-    if (msg.status && msg.status.metrics === "none") noMetrics();
+    if (msg.status && (msg.status.metrics === "none" || msg.status.metrics === "forbidden")) noMetrics(msg.status.metrics);
     showStale();
   }
 
@@ -274,13 +274,17 @@
     drawUsage();
   }
 
-  function noMetrics() {
+  // STATE is the monitor's metrics state: "none" (no metrics-server) or
+  // "forbidden" (the cluster refuses this identity metrics.k8s.io).
+  function noMetrics(state) {
     var charts = document.querySelector("[data-usage-charts]");
     if (!charts) return;
     var p = document.createElement("p");
     p.className = "muted";
     p.setAttribute("data-usage-charts-off", "");
-    p.textContent = "metrics-server is not installed on this cluster, so there is no CPU or memory usage to chart.";
+    p.textContent = state === "forbidden"
+      ? "Metrics are not permitted for this identity, so there is no CPU or memory usage to chart."
+      : "metrics-server is not installed on this cluster, so there is no CPU or memory usage to chart.";
     var card = document.createElement("div");
     card.className = "card";
     card.appendChild(p);
