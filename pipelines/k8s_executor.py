@@ -2,10 +2,12 @@
 
 `get_executor("kubernetes")` builds a `KubernetesExecutor` from the cluster named by
 ``SLIPWAY_K8S_EXECUTOR_CLUSTER`` and the namespace ``SLIPWAY_K8S_EXECUTOR_NAMESPACE``
-(default ``slipway-jobs``), read at each call so a worker picks up a cluster added
-after it started on its next capability check. Without a cluster, or with one that
-cannot be reached, the executor says why through ``available()``; the worker then
-does not subscribe to kubernetes queues and such jobs wait with that reason shown.
+(default ``slipway-jobs``), read at each call. A worker probes its executors again
+every ``SLIPWAY_CAPABILITY_CHECK_SECONDS`` (30 s; `workers.Announcer.recheck`), so a
+cluster added, or becoming reachable, after it started is served from the next check
+on, and one deleted or gone unreachable is withdrawn. Without a cluster, or with one
+that cannot be reached, the executor says why through ``available()``; the worker
+then does not consume kubernetes queues and such jobs wait with that reason shown.
 """
 
 from __future__ import annotations

@@ -76,22 +76,39 @@ def _announce(sender, **kwargs):  # type: ignore[no-untyped-def]
     consumer = sender
     queues = sorted(q.name for q in consumer.task_consumer.queues)
     capabilities = workers.executor_capabilities()
-    for base in list(queues):
-        if ":" in base:
-            continue
-        for executor, why in capabilities.items():
-            name = f"{base}:{executor}"
-            if executor != "shell" and not why and name not in queues:
-                consumer.add_task_queue(name)
-                queues.append(name)
+    for name in workers.executor_queues(queues, capabilities):
+        if name not in queues:
+            consumer.add_task_queue(name)
     _announcer = workers.Announcer(
-        consumer.hostname, queues, consumer.controller.concurrency
+        consumer.hostname,
+        queues,
+        consumer.controller.concurrency,
+        executors=capabilities,
+        subscribe=_resubscriber(consumer.app, consumer.hostname),
     )
-    _announcer.executors = capabilities
     _announcer.start()
     logger.info(
-        "worker %s serves %s; executors %s", consumer.hostname, queues, capabilities
+        "worker %s serves %s; executors %s",
+        consumer.hostname,
+        _announcer.queues,
+        capabilities,
     )
+
+
+def _resubscriber(app, hostname: str) -> workers.Subscribe:  # type: ignore[no-untyped-def]
+    """Return how the announcer thread changes this worker's queues.
+
+    Through a remote-control broadcast to this worker only: the consumer applies it
+    in its own thread, since its broker connection is not safe to use from another.
+    """
+
+    def subscribe(added: list[str], removed: list[str]) -> None:
+        for name in added:
+            app.control.add_consumer(name, destination=[hostname], reply=False)
+        for name in removed:
+            app.control.cancel_consumer(name, destination=[hostname], reply=False)
+
+    return subscribe
 
 
 @worker_shutdown.connect
