@@ -4,19 +4,37 @@ tokens, the audit log, the API docs and the admin, in the real Chromium.
 Each page must answer 200 without console errors or CSP violations and show the rows
 the test created. The cluster pages read the monitor's snapshot of the fake
 Kubernetes API server (clusters/fakekube), filled by a real monitor as the cluster
-browser tests do.
+browser tests do. The pods and environment pages are photographed into
+$SLIPWAY_SCREENSHOTS (a temporary folder by default), as the main dashboard test does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from conftest import browser_login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SHOTS = Path(
+    os.environ.get(
+        "SLIPWAY_SCREENSHOTS", Path(tempfile.gettempdir()) / "slipway-screenshots"
+    )
+)
+
+
+def shoot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(250)  # Let relative times settle.
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
 
 CSP_LISTENER = """
 window.__csp = [];
@@ -137,17 +155,29 @@ def fake() -> Iterator[object]:
     with FakeKubeServer(bookmark_interval=1.0) as server:
         server.store.create(namespace("demo"))
         server.store.create(node("n1"))
-        server.store.create(deployment("checkout", replicas=2))
-        owner = {"kind": "ReplicaSet", "name": "checkout-7d4b9"}
-        for i in range(2):
-            server.store.create(
-                pod(
-                    f"checkout-7d4b9-{i}",
-                    node_name="n1",
-                    labels={"app": "checkout"},
-                    owner=owner,
+        server.store.create(node("n2"))
+        for app, hash_, replicas in (
+            ("checkout", "7d4b9", 2),
+            ("cart", "5f8c2", 3),
+            ("search", "9a1e7", 2),
+        ):
+            server.store.create(deployment(app, replicas=replicas))
+            owner = {"kind": "ReplicaSet", "name": f"{app}-{hash_}"}
+            for i in range(replicas):
+                server.store.create(
+                    pod(
+                        f"{app}-{hash_}-{i}",
+                        node_name="n1" if i % 2 == 0 else "n2",
+                        labels={"app": app},
+                        owner=owner,
+                    )
                 )
-            )
+        waiting = pod("migrate-db", phase="Pending")
+        waiting["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+        waiting["status"]["containerStatuses"][0].update(
+            ready=False, state={"waiting": {"reason": "ContainerCreating"}}
+        )
+        server.store.create(waiting)
         server.store.create(service("checkout"))
         server.store.create(claim("checkout-data"))
         server.store.create(hpa("checkout", "checkout"))
@@ -158,6 +188,7 @@ def fake() -> Iterator[object]:
 def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
     asgi_server, alice, fake, browser
 ):
+    from django.utils import timezone
     from playwright.sync_api import expect
 
     from clusters import snapshot
@@ -174,16 +205,32 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
     staging = Environment.objects.create(
         repository=repo, name="staging", cluster=cluster, namespace="demo"
     )
-    for image, sha in (("shop:1.4.0", "a" * 40), ("shop:1.5.0", "b" * 40)):
+    Environment.objects.create(
+        repository=repo,
+        name="production",
+        cluster=cluster,
+        namespace="shop-prod",
+        protected=True,
+    )
+    for image, status, message in (
+        ("shop:1.3.2", "success", ""),
+        ("shop:1.4.0", "failed", "deployment/checkout: 0 of 2 pods ready"),
+        ("shop:1.4.1", "success", ""),
+        ("shop:1.5.0", "success", ""),
+    ):
+        sha = hashlib.sha1(image.encode()).hexdigest()
         Deployment.objects.create(
             environment=staging,
-            status="success",
+            status=status,
+            message=message,
             run=run,
+            user=alice,
             commit_sha=sha,
             ref="main",
             namespace="demo",
             images=[image],
             manifests=f"kind: Deployment\nimage: {image}\n",
+            finished_at=timezone.now(),
         )
     tokens.create_token(alice, name="ci-script", scope="read", expires_at=None)
     audit.record("repository.create", actor=alice, target=repo, source="ui")
@@ -220,6 +267,10 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
         expect(page.locator('tr[data-key="demo/checkout-7d4b9-1"]')).to_contain_text(
             "Running"
         )
+        expect(page.locator('tr[data-key="demo/migrate-db"]')).to_contain_text(
+            "Pending"
+        )
+        shoot(page, "cluster-pods")
         watch.visit(f"{c}/workloads/")
         expect(page.locator('tr[data-key="demo/checkout"]')).to_be_visible()
         watch.visit(f"{c}/services/")
@@ -244,13 +295,17 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
         watch.visit(f"{base}/environments/shop/")
         expect(page.locator("h1")).to_contain_text("shop")
         expect(page.locator("tbody tr", has_text="staging")).to_have_count(1)
+        expect(
+            page.locator("tbody").get_by_role("link", name="production", exact=True)
+        ).to_have_count(1)
         watch.visit(f"{base}{staging.get_absolute_url()}")
         expect(page.locator("h1")).to_contain_text("staging")
         expect(page.locator(".card", has_text="Current version")).to_contain_text(
             "shop:1.5.0"
         )
         history = page.locator(".card", has_text="Deployments").locator("tbody tr")
-        expect(history).to_have_count(2)
+        expect(history).to_have_count(4)
+        shoot(page, "environment")
         latest = Deployment.objects.filter(environment=staging).latest("pk")
         watch.visit(f"{base}{staging.get_absolute_url()}deployments/{latest.pk}/")
         expect(page.locator("h1")).to_contain_text(f"Deployment #{latest.pk}")
@@ -272,7 +327,7 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
         for path, text in (
             ("pipelines/repository/", "shop"),
             ("pipelines/run/", "main"),
-            ("pipelines/environment/", "staging"),
+            ("pipelines/environment/", "shop-prod"),
             ("pipelines/deployment/", "staging"),
             ("clusters/cluster/", "production-eu"),
             ("core/auditevent/", "repository.create"),
