@@ -61,8 +61,9 @@ def shoot(page, name: str) -> None:
 
 
 def test_every_page_renders_cleanly_and_is_photographed(
-    asgi_server, alice, demo, browser
+    asgi_server, alice, demo, workers, browser
 ):
+    """Walk the main pages; two real workers are online, as the overview shows."""
     rows = demo
     base = asgi_server.url
     context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -83,6 +84,11 @@ def test_every_page_renders_cleanly_and_is_photographed(
     assert page.locator("#active-runs tbody tr").count() >= 2
     assert page.locator("#recent-runs tbody tr").count() >= 10
     assert page.locator("#activity-feed .feed-item").count() >= 5
+    # The real workers' heartbeats reach the overview's stat card.
+    page.goto(f"{base}/workers/")
+    assert page.locator("#workers tbody tr").count() >= len(workers)
+    page.goto(f"{base}/")
+    page.wait_for_selector(".sw-trend .chart svg")
     shoot(page, "overview")
     page.locator(".sw-trend").last.scroll_into_view_if_needed()
     shoot(page, "overview-trends")
