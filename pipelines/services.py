@@ -924,6 +924,8 @@ def _result_status(result: Any) -> tuple[str, str, str]:
         return Job.Status.FAILED, "timeout", result.message or "the job timed out"
     if result.status == "error":
         return Job.Status.FAILED, "system_failure", result.message
+    if result.status == "lost":  # The worker shut down and killed the job.
+        return Job.Status.FAILED, "worker_lost", result.message
     return (
         Job.Status.FAILED,
         "script_failure",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.db import InterfaceError, OperationalError
 
 from . import services, workers
@@ -109,6 +109,23 @@ def _resubscriber(app, hostname: str) -> workers.Subscribe:  # type: ignore[no-u
             app.control.cancel_consumer(name, destination=[hostname], reply=False)
 
     return subscribe
+
+
+@worker_shutting_down.connect
+def _stop_jobs(**kwargs):  # type: ignore[no-untyped-def]
+    """Kill the jobs this worker runs as soon as it is asked to stop.
+
+    Sent in the main process from the SIGTERM/SIGINT handler (threads and solo
+    pools run jobs in that process). A warm shutdown would otherwise wait for every
+    job to end, and the supervisor's final SIGKILL (honcho, Kubernetes) would leave
+    the job scripts, each in its own session, running as orphans. The executors
+    kill each job's process group (or container) and the jobs are recorded as
+    failed with worker_lost, so `retry: {when: [worker_lost]}` starts them again
+    on another worker.
+    """
+    from .engine.executors.shell import stop_all_jobs
+
+    stop_all_jobs()
 
 
 @worker_shutdown.connect

@@ -11,6 +11,9 @@ Contract of `Executor.run(spec, output, cancel)`:
   `status="timeout"`.
 * It honours `cancel` within 2 seconds: it kills the whole process group (or the
   container) and returns `status="canceled"`.
+* When the worker shuts down (`shell.WORKER_STOPPING`), the shell and docker
+  executors kill the job the same way and return `status="lost"`, which the engine
+  records as failed with worker_lost.
 * `after_script` runs after success, failure and timeout (not after cancel), with its
   own 5-minute limit; its exit code never changes the result.
 * The job sees exactly `spec.env` (plus a minimal PATH/HOME/LANG if absent): the
@@ -106,7 +109,7 @@ class ExecSpec:
 
 @dataclass(frozen=True)
 class ExecResult:
-    """How it ended: status is success, failed, timeout, canceled or error."""
+    """How it ended: status is success, failed, timeout, canceled, error or lost."""
 
     status: str
     exit_code: int | None

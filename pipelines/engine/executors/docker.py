@@ -26,7 +26,7 @@ from .base import (
     put_chunk,
     take_chunks,
 )
-from .shell import render_script
+from .shell import LOST_MESSAGE, WORKER_STOPPING, render_script
 
 __all__ = ["DockerExecutor"]
 
@@ -248,6 +248,9 @@ class DockerExecutor:
                 if cancel.is_set():
                     stopped = "canceled"
                     break
+                if WORKER_STOPPING.is_set():
+                    stopped = "lost"  # The worker shuts down: no container outlives it.
+                    break
                 if time.monotonic() >= deadline:
                     stopped = "timeout"
                     break
@@ -289,6 +292,9 @@ class DockerExecutor:
         if stopped == "canceled":
             output(b"\n" + _RED + b"ERROR: job canceled" + _RESET + b"\n")
             return "canceled", None, "canceled"
+        if stopped == "lost":
+            output(b"\n" + _RED + f"ERROR: {LOST_MESSAGE}".encode() + _RESET + b"\n")
+            return "lost", None, LOST_MESSAGE
         if stopped == "timeout":
             output(
                 b"\n"

@@ -18,7 +18,14 @@ from pathlib import Path
 
 from .base import AFTER_SCRIPT_TIMEOUT, ExecResult, ExecSpec, OutputFn
 
-__all__ = ["ShellExecutor", "render_script", "minimal_env"]
+__all__ = [
+    "LOST_MESSAGE",
+    "WORKER_STOPPING",
+    "ShellExecutor",
+    "minimal_env",
+    "render_script",
+    "stop_all_jobs",
+]
 
 READ_SIZE = 65536
 # A larger pipe lets a fast job write ahead while its last chunk is processed, so it
@@ -32,6 +39,19 @@ KILL_WAIT = 2.0
 _RED = b"\x1b[31;1m"
 _YELLOW = b"\x1b[33;1m"
 _RESET = b"\x1b[0;m"
+
+# Set once when the worker process shuts down (Celery's worker_shutting_down, see
+# pipelines.tasks): every job it runs kills its process group within TICK + TERM_GRACE
+# and ends as "lost", recorded as failed with worker_lost. Job scripts run in their
+# own session, so nothing else would stop them: a graceful shutdown would wait for
+# them, and the final SIGKILL of the worker would leave them running as orphans.
+WORKER_STOPPING = threading.Event()
+LOST_MESSAGE = "the worker shut down while the job ran"
+
+
+def stop_all_jobs() -> None:
+    """End every job of this process now; safe to call from a signal handler."""
+    WORKER_STOPPING.set()
 
 
 def render_script(
@@ -179,6 +199,8 @@ class ShellExecutor:
     ) -> ExecResult:
         """Run before_script + script, then after_script; block until done."""
         started = time.time()
+        if WORKER_STOPPING.is_set():
+            return ExecResult("lost", None, started, time.time(), LOST_MESSAGE)
         ok, reason = self.available()
         if not ok:
             return ExecResult("error", None, started, time.time(), reason)
@@ -272,6 +294,9 @@ class ShellExecutor:
                     if cancel.is_set():
                         stopped = "canceled"
                         break
+                    if WORKER_STOPPING.is_set():
+                        stopped = "lost"
+                        break
                     if time.monotonic() >= deadline:
                         stopped = "timeout"
                         break
@@ -297,6 +322,9 @@ class ShellExecutor:
         if stopped == "canceled":
             output(b"\n" + _RED + b"ERROR: job canceled" + _RESET + b"\n")
             return "canceled", None, "canceled"
+        if stopped == "lost":
+            output(b"\n" + _RED + f"ERROR: {LOST_MESSAGE}".encode() + _RESET + b"\n")
+            return "lost", None, LOST_MESSAGE
         if stopped == "timeout":
             text = f"ERROR: job timed out after {timeout} seconds"
             output(b"\n" + _RED + text.encode() + _RESET + b"\n")

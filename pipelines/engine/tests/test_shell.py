@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,45 @@ def test_a_pull_that_fails_mid_stream_reports_the_daemons_error() -> None:
         "a1: Pulling fs layer",
     ]
     assert pull_error([{"status": "Status: Image is up to date"}], shown.append) == ""
+
+
+@pytest.fixture
+def stopping() -> Iterator[threading.Event]:
+    from pipelines.engine.executors.shell import WORKER_STOPPING
+
+    WORKER_STOPPING.clear()
+    yield WORKER_STOPPING
+    WORKER_STOPPING.clear()  # Set for good in a real worker; per test here.
+
+
+def test_a_worker_shutdown_kills_the_group_and_reports_the_job_lost(
+    tmp_path: Path, stopping: threading.Event
+) -> None:
+    from pipelines.engine.executors.shell import stop_all_jobs
+
+    pids = tmp_path / "pids"
+    stopped_at: list[float] = []
+
+    def stop_soon() -> None:
+        read_pids(pids)
+        stopped_at.append(time.monotonic())
+        stop_all_jobs()
+
+    helper = threading.Thread(target=stop_soon)
+    helper.start()
+    result, out = run(
+        tmp_path,
+        (f"sleep 300 & echo $! > {pids}", "trap '' TERM; sleep 300"),
+        after=("echo after-ran",),
+    )
+    returned_at = time.monotonic()
+    helper.join()
+    assert (result.status, result.exit_code) == ("lost", None)
+    assert result.message == "the worker shut down while the job ran"
+    assert returned_at - stopped_at[0] < 2.5  # TERM ignored: KILL after the grace.
+    assert "the worker shut down" in out and "after-ran" not in out
+    for pid in read_pids(pids):
+        assert not alive(pid)
+    # A job handed over after the shutdown began does not start at all.
+    result, out = run(tmp_path, (f"echo started > {tmp_path / 'late'}",))
+    assert result.status == "lost" and not (tmp_path / "late").exists()
