@@ -36,9 +36,12 @@ def marked(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize("then_kill", [False, True], ids=["sigterm", "then-sigkill"])
 def test_sigterm_to_a_worker_kills_its_running_job_and_records_it_lost(
-    tmp_path, tmp_path_factory, workers
+    tmp_path, tmp_path_factory, workers, then_kill
 ) -> None:
+    """SIGTERM ends the job at once; a SIGKILL soon after (the supervisor's, a second
+    Ctrl-C) leaves no process either, and the reaper records the job then."""
     # Each sleep's argv[0] carries a marker unique to this test, so only the job's
     # own processes are looked for (and, should the test fail, killed).
     marker = f"slipway-orphan-{uuid.uuid4().hex[:12]}"
@@ -69,8 +72,13 @@ def test_sigterm_to_a_worker_kills_its_running_job_and_records_it_lost(
 
         os.kill(worker.pid, signal.SIGTERM)  # The worker only, as honcho does.
         signaled = time.monotonic()
+        if then_kill:
+            time.sleep(0.3)
+            worker.kill()
         wait_for(lambda: not marked(marker), 5, 0.05, "the job's processes to be gone")
         assert time.monotonic() - signaled < 5
+        if then_kill:
+            return
         # The worker does not wait for the job: it ends within seconds too.
         assert worker.proc is not None
         assert worker.proc.wait(20) == 0, worker.log_text()[-3000:]

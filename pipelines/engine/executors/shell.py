@@ -49,9 +49,20 @@ WORKER_STOPPING = threading.Event()
 LOST_MESSAGE = "the worker shut down while the job ran"
 
 
+# The process groups of the scripts running now (pgid -> None), for stop_all_jobs.
+_running_groups: dict[int, None] = {}
+
+
 def stop_all_jobs() -> None:
-    """End every job of this process now; safe to call from a signal handler."""
+    """End every job of this process now; safe to call from a signal handler.
+
+    SIGTERM goes to every running group at once, so even a worker that is killed
+    right after (a second Ctrl-C, the supervisor's SIGKILL) leaves nothing behind
+    but scripts that ignore SIGTERM; the executors' own threads follow with SIGKILL.
+    """
     WORKER_STOPPING.set()
+    for pgid in list(_running_groups):
+        _signal_group(pgid, signal.SIGTERM)
 
 
 def render_script(
@@ -280,6 +291,7 @@ class ShellExecutor:
             start_new_session=True,
         )
         pgid = proc.pid  # A new session makes the child the leader of its own group.
+        _running_groups[pgid] = None
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
@@ -319,6 +331,7 @@ class ShellExecutor:
                     _signal_group(pgid, signal.SIGKILL)
                 proc.wait()
                 proc.stdout.close()
+                _running_groups.pop(pgid, None)
         if stopped == "canceled":
             output(b"\n" + _RED + b"ERROR: job canceled" + _RESET + b"\n")
             return "canceled", None, "canceled"
