@@ -7,9 +7,10 @@ cluster table every few seconds and runs one ``clusters.watcher.ClusterWatcher``
 per monitored cluster (list+watch of every kind, snapshot in Redis, diffs to
 ``cluster.<id>``; see that module).
 
-This module stays import-light: the watcher needs ``kubernetes_asyncio`` and aiohttp
-(~43 MiB of RSS), so it is imported when the first monitored cluster appears, and a monitor
-of an installation with no cluster (or a standby) never loads them. Its names
+This module stays import-light: the watcher needs ``kubernetes_asyncio`` and
+aiohttp (~43 MiB of RSS), so it is imported when the first monitored cluster
+appears, and a monitor of an installation with no cluster (or a standby) never
+loads them. Its names
 (``ClusterWatcher``, ``Backoff``...) are still reachable here, imported on access.
 """
 

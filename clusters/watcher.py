@@ -23,8 +23,9 @@ and nothing but projections outlives a page or a watch event.
 
 All API traffic goes through ``kubernetes_asyncio``; clients come from
 ``kube.build_async_client`` (the one place that reads stored credentials). This
-module imports that client and aiohttp (~43 MiB of RSS): :class:`clusters.monitor.Monitor`
-imports it only when the first monitored cluster appears.
+module imports that client and aiohttp (~43 MiB of RSS):
+:class:`clusters.monitor.Monitor` imports it only when the first monitored cluster
+appears.
 """
 
 from __future__ import annotations
