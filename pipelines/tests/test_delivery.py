@@ -374,6 +374,26 @@ def test_after_a_failed_rollout_the_page_reapplies_the_last_good_version(
     assert event.actor == olivia and event.details["to"] == v2.pk
 
 
+def test_a_viewer_sees_the_failed_rollout_but_no_reapply_button(
+    client, staging, victor
+):
+    good = Deployment.objects.create(
+        environment=staging, status="success", manifests=deployment_yaml("a:1")
+    )
+    Deployment.objects.create(
+        environment=staging,
+        status="failed",
+        manifests=deployment_yaml("a:2"),
+        message="Deployment/shop/web timed out progressing",
+    )
+    client.force_login(victor)
+    page = client.get(staging.get_absolute_url()).content.decode()
+    assert "Last rollout failed" in page and "timed out progressing" in page
+    assert "needs the operator role" in page
+    reapply = reverse("environments:rollback", args=["shop", "staging", good.pk])
+    assert reapply not in page and "Re-apply " not in page
+
+
 def test_rollback_and_promote_need_the_environments_role(
     fake, staging, production, workspace, repo, bob, victor
 ):
