@@ -22,6 +22,7 @@ repository), need a global role.
 from __future__ import annotations
 
 import logging
+from datetime import UTC
 from typing import Any
 
 import django_filters
@@ -307,6 +308,19 @@ class PageNumberPagination(pagination.PageNumberPagination):
 # --- audit log ----------------------------------------------------------------------
 
 
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """An ISO 8601 date-time filter that queries in UTC.
+
+    Python accepts offsets up to ±23:59, PostgreSQL only to ±15:59: compared as
+    given, "2026-01-01T00:00-20:00" is a database error instead of a moment.
+    """
+
+    def filter(self, qs: Any, value: Any) -> Any:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return super().filter(qs, value)
+
+
 class AuditEventFilter(django_filters.FilterSet):
     """Filters of the audit log, shared by the page and the API."""
 
@@ -317,12 +331,8 @@ class AuditEventFilter(django_filters.FilterSet):
     target_type = django_filters.CharFilter(label="Target type")
     target_id = django_filters.CharFilter(label="Target id")
     source = django_filters.ChoiceFilter(choices=AuditEvent.Source.choices)
-    since = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte", label="Since"
-    )
-    until = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt", label="Until"
-    )
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte", label="Since")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt", label="Until")
     date = django_filters.DateFilter(field_name="created_at", lookup_expr="date")
 
     class Meta:
