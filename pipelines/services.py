@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -664,8 +664,9 @@ def current_worker() -> str:
 def stored_variables(repository: Repository) -> list[Variable]:
     """Return REPOSITORY's and the global variables, the repository's first."""
     return list(
+        # nulls_last: PostgreSQL sorts NULL first in a descending order, SQLite last.
         Variable.objects.filter(Q(repository=repository) | Q(repository=None)).order_by(
-            "-repository_id"
+            F("repository_id").desc(nulls_last=True)
         )
     )
 
