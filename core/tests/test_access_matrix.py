@@ -542,6 +542,9 @@ def assert_csp_clean(response: Any, path: str) -> None:
     assert not INLINE_SCRIPT.search(html), f"{path}: inline <script>"
     assert not INLINE_HANDLER.search(html), f"{path}: inline event handler"
     assert "javascript:" not in html.lower(), f"{path}: javascript: URL"
+    if not path.startswith(("/admin/", "/api/")):
+        # Our pages share one stylesheet (static/css/slipway.css): no page-local CSS.
+        assert "<style" not in html, f"{path}: inline <style>"
 
 
 def expected(rule: str, who: str, path: str) -> str:
