@@ -57,10 +57,6 @@ class Watch:
     def _on_console(self, msg) -> None:
         if msg.type == "error":
             location = msg.location.get("url", "") if msg.location else ""
-            if location.endswith("/favicon.ico") and "/admin/" in self.page.url:
-                # Django's admin pages link no icon, so Chromium asks for
-                # /favicon.ico, which Slipway does not serve (reported upstream).
-                return
             self.errors.append(f"{msg.text} ({location})")
 
     def visit(self, url: str) -> None:
