@@ -315,7 +315,7 @@
       : "";
     root.innerHTML =
       '<div class="lv-toolbar" role="toolbar" aria-label="Log tools">' +
-        '<div class="lv-search"><input type="search" class="lv-search-input" placeholder="Search log" aria-label="Search log" autocomplete="off" spellcheck="false">' +
+        '<div class="lv-search"><input type="search" class="lv-search-input" placeholder="Search" aria-label="Search log" autocomplete="off" spellcheck="false">' +
         '<span class="lv-count" aria-live="polite"></span>' +
         '<button type="button" class="btn btn-icon lv-prev" title="Previous match (Shift+Enter)" aria-label="Previous match">↑</button>' +
         '<button type="button" class="btn btn-icon lv-next" title="Next match (Enter)" aria-label="Next match">↓</button></div>' +
