@@ -23,6 +23,14 @@ pytestmark = [
 ]
 
 
+def wait_synced(cluster_id: int, seconds: float = 15) -> None:
+    """Wait until the monitor has listed every kind of the cluster (not stale)."""
+    deadline = time.monotonic() + seconds
+    while snapshot.read_state(cluster_id).get("stale") != "0":
+        assert time.monotonic() < deadline, "monitor did not sync"
+        time.sleep(0.1)
+
+
 class MonitorThread:
     """The monitor on its own event loop in a thread, with short test timings."""
 
@@ -70,10 +78,7 @@ def test_pods_page_shows_a_new_pod_live(asgi_server, victor, fake, browser):
     monitor = MonitorThread().start()
     context = None
     try:
-        deadline = time.monotonic() + 15
-        while snapshot.read_state(cluster.pk).get("stale") != "0":
-            assert time.monotonic() < deadline, "monitor did not sync"
-            time.sleep(0.1)
+        wait_synced(cluster.pk)
         session = SessionStore()
         session[SESSION_KEY] = str(victor.pk)
         session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -138,10 +143,7 @@ def test_nodes_page_rebuilds_a_changed_node_live_and_keeps_its_pods(
     monitor = MonitorThread().start()
     context = None
     try:
-        deadline = time.monotonic() + 15
-        while snapshot.read_state(cluster.pk).get("stale") != "0":
-            assert time.monotonic() < deadline, "monitor did not sync"
-            time.sleep(0.1)
+        wait_synced(cluster.pk)
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         _login(context, olivia, asgi_server.url)
         page = context.new_page()

@@ -187,9 +187,8 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
     from django.utils import timezone
     from playwright.sync_api import expect
 
-    from clusters import snapshot
     from clusters.tests.factories import make_cluster
-    from clusters.tests.test_browser import MonitorThread
+    from clusters.tests.test_browser import MonitorThread, wait_synced
     from core import audit, tokens
     from pipelines import workers
     from pipelines.models import Deployment, Environment
@@ -235,10 +234,7 @@ def test_walk_workers_clusters_environments_tokens_audit_api_and_admin(
     monitor = MonitorThread().start()
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
-        deadline = time.monotonic() + 15
-        while snapshot.read_state(cluster.pk).get("stale") != "0":
-            assert time.monotonic() < deadline, "monitor did not sync"
-            time.sleep(0.1)
+        wait_synced(cluster.pk)
         page = context.new_page()
         watch = Watch(context, page)
         base = asgi_server.url
